@@ -1,0 +1,187 @@
+// Package botstate is the state layer for chat bots: exactly-once event
+// processing, conversation (FSM) state, thread subscriptions and memory,
+// per-thread locks with queue and debounce, and an alert/issue store, behind
+// one API over several backends.
+//
+// Open a store by URL; the scheme picks the backend, which registers itself
+// when its package is imported:
+//
+//	import _ "github.com/botstate/botstate/backend/mem"
+//
+//	st, err := botstate.Open(ctx, "mem://")
+//	defer st.Close()
+//	acme := st.Namespace("acme")
+//	res, err := acme.Events().Claim(ctx, key, payload, time.Minute)
+//
+// Every method takes a context, honours its deadline, and returns errors that
+// errors.Is matches against the sentinels of this package.
+package botstate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/botstate/botstate/driver"
+)
+
+// DefaultNamespace is the namespace of a Store returned by Open.
+const DefaultNamespace = "default"
+
+// Clock tells the time. Tests inject a fake one with WithClock.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Store is a handle on a backend, scoped to one namespace. It is safe for
+// concurrent use. Namespace returns views that share the backend; closing any
+// of them closes the backend for all.
+type Store struct {
+	core *core
+	ns   string
+}
+
+type core struct {
+	drv    driver.Driver
+	cfg    config
+	closed atomic.Bool
+	once   sync.Once
+	cerr   error
+	// token generation: a random prefix per store and a counter, so claim
+	// tokens are unique across processes without a random read per call.
+	tokenPrefix string
+	tokenSeq    atomic.Uint64
+}
+
+// Open opens the backend named by rawURL's scheme. The backend's package must
+// be imported (for its registration) by the program.
+func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
+	const op = "Open"
+	if ctx == nil {
+		return nil, invalid(op, "nil context")
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			return nil, invalid(op, "nil option")
+		}
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, invalid(op, "malformed URL: %v", err)
+	}
+	if u.Scheme == "" {
+		return nil, invalid(op, "URL %q has no scheme (want one of %s)", rawURL, strings.Join(driver.Schemes(), ", "))
+	}
+	opener, ok := driver.Lookup(u.Scheme)
+	if !ok {
+		return nil, invalid(op, "no backend for scheme %q (registered: %s; import the backend package)", u.Scheme, strings.Join(driver.Schemes(), ", "))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Op: op, Err: err}
+	}
+	clock := cfg.clock
+	drv, err := opener(ctx, u, driver.Config{Clock: clock.Now, SweepInterval: cfg.sweepInterval})
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	var prefix [8]byte
+	_, _ = rand.Read(prefix[:])
+	c := &core{drv: drv, cfg: cfg, tokenPrefix: hex.EncodeToString(prefix[:])}
+	return &Store{core: c, ns: DefaultNamespace}, nil
+}
+
+// Namespace returns a view of the same backend whose keys can never collide
+// with any other namespace's. A name is 1 to 64 characters of letters,
+// digits, '.', '_' and '-'; Namespace panics on anything else, as it is meant
+// for names fixed in code. Use ValidNamespace to check a name from outside.
+func (s *Store) Namespace(name string) *Store {
+	if err := ValidNamespace(name); err != nil {
+		panic(err)
+	}
+	return &Store{core: s.core, ns: name}
+}
+
+// Name returns the store's namespace.
+func (s *Store) Name() string { return s.ns }
+
+// ValidNamespace reports whether name can be a namespace, with
+// ErrInvalidArgument when it cannot.
+func ValidNamespace(name string) error {
+	if name == "" || len(name) > 64 {
+		return invalid("Namespace", "namespace must be 1 to 64 characters, got %d", len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return invalid("Namespace", "namespace %q: only letters, digits, '.', '_' and '-' are allowed", name)
+		}
+	}
+	return nil
+}
+
+// Close closes the backend. Calls on any view of the store afterwards return
+// ErrClosed. Closing twice returns the first result.
+func (s *Store) Close() error {
+	s.core.once.Do(func() {
+		s.core.closed.Store(true)
+		s.core.cerr = s.core.drv.Close()
+	})
+	return s.core.cerr
+}
+
+// Driver returns the backend underneath, for tools that need it (migration,
+// inspection). Code using only the portable API never needs it.
+func (s *Store) Driver() driver.Driver { return s.core.drv }
+
+// now is the store's clock, truncated to microseconds so that every backend
+// (PostgreSQL keeps microseconds) stores the same instants.
+func (s *Store) now() time.Time {
+	return s.core.cfg.clock.Now().UTC().Truncate(time.Microsecond)
+}
+
+// after returns now+d truncated to microseconds, or the zero time (never)
+// when d is zero.
+func after(now time.Time, d time.Duration) time.Time {
+	if d == 0 {
+		return time.Time{}
+	}
+	return now.Add(d).Truncate(time.Microsecond)
+}
+
+func (s *Store) newToken() string {
+	n := s.core.tokenSeq.Add(1)
+	b := make([]byte, 0, 33)
+	b = append(b, s.core.tokenPrefix...)
+	b = append(b, '-')
+	b = hexUint(b, n)
+	return string(b)
+}
+
+func hexUint(b []byte, n uint64) []byte {
+	const digits = "0123456789abcdef"
+	var tmp [16]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = digits[n&15]
+		n >>= 4
+		if n == 0 {
+			break
+		}
+	}
+	return append(b, tmp[i:]...)
+}

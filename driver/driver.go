@@ -1,0 +1,469 @@
+// Package driver holds the interfaces a botstate backend implements, one per
+// domain, and the plain records they exchange with the portable package.
+//
+// The portable package (botstate) validates every argument, builds and escapes
+// keys, computes absolute times from its clock and generates tokens before it
+// calls a driver. A driver therefore receives only well-formed input and owes
+// one thing in return: each method is one atomic operation on its storage.
+// No method may read, decide in Go, and write back across round trips.
+//
+// Time: every method that can observe expiry receives now. An item whose
+// ExpiresAt is not zero and not after now is absent, whatever the storage still
+// holds; native expiry (Redis, DynamoDB TTL, a reaper) is only garbage
+// collection. A zero ExpiresAt means the item never expires.
+//
+// Namespaces: ns is a non-empty string of [A-Za-z0-9._-]. Items in different
+// namespaces must never be visible to each other.
+//
+// The conformance suite in package statetest checks every rule written here.
+package driver
+
+import (
+	"context"
+	"net/url"
+	"time"
+)
+
+// Config is what botstate.Open hands to a backend's Opener.
+type Config struct {
+	// Clock returns the current time. Backends use it only for background
+	// work such as reaping; every call carries its own now.
+	Clock func() time.Time
+	// SweepInterval is how often background expiry runs; zero lets the
+	// backend choose.
+	SweepInterval time.Duration
+}
+
+// Opener opens a backend for a parsed URL whose scheme it registered.
+type Opener func(ctx context.Context, u *url.URL, cfg Config) (Driver, error)
+
+// Driver is a whole backend: every domain plus Close.
+type Driver interface {
+	Events
+	Conversations
+	Threads
+	Locks
+	Incidents
+	Snapshots
+	// Close releases the backend's resources and stops its background work.
+	// Calls after Close return ErrClosed.
+	Close() error
+}
+
+// SchemaValidator is implemented by backends whose storage has a schema that
+// can be checked (tables, indexes, TTL settings). Incidents.Init calls it
+// unless told to skip validation.
+type SchemaValidator interface {
+	ValidateSchema(ctx context.Context) error
+}
+
+// ---- Events ----------------------------------------------------------------
+
+// EventStatus is where an event key stands.
+type EventStatus uint8
+
+// Event statuses.
+const (
+	// EventRecorded: written by Record (one-shot mode); never claimable.
+	EventRecorded EventStatus = 1
+	// EventClaimed: held by the worker with Token until LeaseUntil.
+	EventClaimed EventStatus = 2
+	// EventReleased: a worker gave it back; the next Claim takes it.
+	EventReleased EventStatus = 3
+	// EventCompleted: done, with Result.
+	EventCompleted EventStatus = 4
+)
+
+// Event is a remembered event key.
+type Event struct {
+	Key        string
+	Status     EventStatus
+	Payload    []byte // the first payload ever given for the key
+	Result     []byte // set by Complete
+	Token      string // current claim token; empty unless claimed
+	Attempts   int    // number of successful claims
+	CreatedAt  time.Time
+	LeaseUntil time.Time // lease end while claimed
+	ExpiresAt  time.Time // retention end
+}
+
+// EventWrite carries what every inserting event call needs.
+type EventWrite struct {
+	Key     string
+	Payload []byte
+	Now     time.Time
+	// ExpiresAt is when the key is forgotten (the retention window).
+	ExpiresAt time.Time
+	// Limit is the most keys the namespace remembers; when an insert takes
+	// it over the limit, the oldest keys by insertion are evicted in the same
+	// operation. Zero means no limit.
+	Limit int
+}
+
+// ClaimRequest is a Claim or, with Existing set, a Reclaim.
+type ClaimRequest struct {
+	EventWrite
+	Token      string
+	LeaseUntil time.Time
+	// Existing makes the call a Reclaim: it never inserts; an absent key
+	// returns ErrNotFound.
+	Existing bool
+}
+
+// ClaimOutcome is what a Claim found.
+type ClaimOutcome uint8
+
+// Claim outcomes.
+const (
+	// ClaimAcquired: the caller now holds the claim (key was absent,
+	// released, or claimed with a lease that ended at or before now).
+	ClaimAcquired ClaimOutcome = 1
+	// ClaimInProgress: another live claim holds it, or it was recorded.
+	ClaimInProgress ClaimOutcome = 2
+	// ClaimCompleted: done already; Event.Result holds the result.
+	ClaimCompleted ClaimOutcome = 3
+)
+
+// ClaimReply is the outcome and the event as it stands after the call.
+type ClaimReply struct {
+	Outcome ClaimOutcome
+	Event   Event
+}
+
+// Events is exactly-once event bookkeeping.
+type Events interface {
+	// RecordEvent inserts the key as EventRecorded if it is absent and
+	// reports true; a present key is left untouched (payload included) and
+	// reports false.
+	RecordEvent(ctx context.Context, ns string, w EventWrite) (bool, error)
+	// LookupEvent returns the event, or false when absent.
+	LookupEvent(ctx context.Context, ns, key string, now time.Time) (Event, bool, error)
+	// ForgetEvent deletes the key; absent is not an error.
+	ForgetEvent(ctx context.Context, ns, key string) error
+	// ClaimEvent claims the key atomically, see ClaimOutcome. On takeover the
+	// stored payload is kept, Token and LeaseUntil are replaced, Attempts
+	// grows by one and ExpiresAt becomes the request's.
+	ClaimEvent(ctx context.Context, ns string, r ClaimRequest) (ClaimReply, error)
+	// CompleteEvent marks a claimed key completed with result, keeping it
+	// until expiresAt. The key must be EventClaimed with this token (a lapsed
+	// lease nobody took over still counts); otherwise ErrNotOwner and nothing
+	// changes.
+	CompleteEvent(ctx context.Context, ns, key, token string, result []byte, now, expiresAt time.Time) error
+	// ReleaseEvent returns a claimed key to EventReleased, fenced like
+	// CompleteEvent.
+	ReleaseEvent(ctx context.Context, ns, key, token string, now time.Time) error
+	// ExpiredEvents lists up to limit claimed events whose lease ended at or
+	// before now, oldest CreatedAt first (ties by key).
+	ExpiredEvents(ctx context.Context, ns string, now time.Time, limit int) ([]Event, error)
+	// PendingEvents lists up to limit events that are not completed, oldest
+	// CreatedAt first (ties by key).
+	PendingEvents(ctx context.Context, ns string, now time.Time, limit int) ([]Event, error)
+}
+
+// ---- Conversations -----------------------------------------------------------
+
+// Conversation is one FSM record.
+type Conversation struct {
+	Key   string
+	Flow  string
+	State string
+	// Data is a compact JSON object with keys in sorted order; "{}" when empty.
+	Data      []byte
+	Version   int64 // 1 after the first write, +1 on every write
+	UpdatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// ConversationWrite carries what every conversation write needs. Every write
+// sets UpdatedAt to Now and ExpiresAt to the given value, covering state and
+// data together.
+type ConversationWrite struct {
+	Key       string
+	Now       time.Time
+	ExpiresAt time.Time
+}
+
+// Conversations is FSM state storage.
+type Conversations interface {
+	// GetConversation returns the conversation, or false when absent.
+	GetConversation(ctx context.Context, ns, key string, now time.Time) (Conversation, bool, error)
+	// SetConversationState sets the state (and the flow when setFlow),
+	// keeping data; an absent conversation is created with data "{}".
+	SetConversationState(ctx context.Context, ns string, w ConversationWrite, flow string, setFlow bool, state string) (Conversation, error)
+	// SetConversationData replaces data, keeping flow and state.
+	SetConversationData(ctx context.Context, ns string, w ConversationWrite, data []byte) (Conversation, error)
+	// MergeConversationData merges the top-level keys of patch into data
+	// (patch wins; see MergeObjects) in one atomic step and returns the result.
+	MergeConversationData(ctx context.Context, ns string, w ConversationWrite, patch []byte) (Conversation, error)
+	// SwapConversation writes next's flow, state and data if the stored
+	// version equals version (0: the conversation must be absent), else
+	// returns ErrConflict and changes nothing.
+	SwapConversation(ctx context.Context, ns string, w ConversationWrite, version int64, next Conversation) (Conversation, error)
+	// DeleteConversation removes it; absent is not an error.
+	DeleteConversation(ctx context.Context, ns, key string) error
+}
+
+// ---- Threads, channel memory, cache --------------------------------------
+
+// Subscription is a followed thread.
+type Subscription struct {
+	Thread    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Scope says which map a Doc belongs to.
+type Scope uint8
+
+// Doc scopes.
+const (
+	ScopeThread  Scope = 1
+	ScopeChannel Scope = 2
+)
+
+// Doc is a JSON object kept per thread or per channel.
+type Doc struct {
+	ID        string
+	Data      []byte // compact JSON object, keys sorted
+	UpdatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Threads holds subscriptions, thread and channel state, and the cache.
+// Cache values and cache lists are separate keyspaces: the same key may name
+// both, and CacheDelete removes both.
+type Threads interface {
+	// Subscribe creates or refreshes a subscription (CreatedAt is kept on
+	// refresh of a live one).
+	Subscribe(ctx context.Context, ns, thread string, now, expiresAt time.Time) error
+	// Unsubscribe removes it; absent is not an error.
+	Unsubscribe(ctx context.Context, ns, thread string) error
+	// IsSubscribed reports a live subscription.
+	IsSubscribed(ctx context.Context, ns, thread string, now time.Time) (bool, error)
+	// ListSubscriptions returns up to limit live subscriptions whose thread
+	// sorts (bytewise) after after, in ascending order.
+	ListSubscriptions(ctx context.Context, ns, after string, limit int, now time.Time) ([]Subscription, error)
+
+	// GetDoc returns the doc, or false when absent.
+	GetDoc(ctx context.Context, ns string, scope Scope, id string, now time.Time) (Doc, bool, error)
+	// PutDoc replaces the doc.
+	PutDoc(ctx context.Context, ns string, scope Scope, id string, data []byte, now, expiresAt time.Time) error
+	// MergeDoc merges patch into the doc (created when absent) atomically.
+	MergeDoc(ctx context.Context, ns string, scope Scope, id string, patch []byte, now, expiresAt time.Time) (Doc, error)
+	// DeleteDoc removes it; absent is not an error.
+	DeleteDoc(ctx context.Context, ns string, scope Scope, id string) error
+
+	// CacheGet returns a cache value, or false when absent.
+	CacheGet(ctx context.Context, ns, key string, now time.Time) ([]byte, bool, error)
+	// CacheSet stores value. With onlyIfAbsent it writes only when no live
+	// value exists, and reports whether it wrote.
+	CacheSet(ctx context.Context, ns, key string, value []byte, now, expiresAt time.Time, onlyIfAbsent bool) (bool, error)
+	// CacheDelete removes the value and the list stored under key.
+	CacheDelete(ctx context.Context, ns, key string) error
+	// ListAppend appends value to the list, trims it to its newest maxLen
+	// entries, sets the list's expiry, and returns the new length.
+	ListAppend(ctx context.Context, ns, key string, value []byte, maxLen int, now, expiresAt time.Time) (int, error)
+	// ListRange returns the whole list, oldest first; nil when absent.
+	ListRange(ctx context.Context, ns, key string, now time.Time) ([][]byte, error)
+}
+
+// ---- Locks ------------------------------------------------------------------
+
+// Strategy says what Acquire does when the lock is held.
+type Strategy uint8
+
+// Lock strategies.
+const (
+	// Reject answers Busy.
+	Reject Strategy = 1
+	// Queue appends the entry to the lock's FIFO and answers Queued.
+	Queue Strategy = 2
+	// Debounce replaces every pending entry with this one: Debounced.
+	Debounce Strategy = 3
+	// Concurrent always adds a holder, up to MaxHolders when set.
+	Concurrent Strategy = 4
+)
+
+// Entry is a pending message waiting on a lock.
+type Entry struct {
+	Payload    []byte    `json:"payload,omitempty"`
+	EnqueuedAt time.Time `json:"enqueued_at"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+}
+
+// Holder is one holder of a lock.
+type Holder struct {
+	Owner      string    `json:"owner"`
+	Token      uint64    `json:"token"`
+	AcquiredAt time.Time `json:"acquired_at"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+}
+
+// LockState is a lock as stored: live holders, live pending entries, and the
+// highest fencing token ever issued for the key.
+type LockState struct {
+	Key     string
+	Holders []Holder
+	Pending []Entry
+	Fence   uint64
+	// ExpiresAt is when an idle record (no holder, no entry) may be dropped.
+	ExpiresAt time.Time
+}
+
+// AcquireRequest is one Acquire call.
+type AcquireRequest struct {
+	Key      string
+	Owner    string
+	Strategy Strategy
+	Entry    []byte
+	Now      time.Time
+	// ExpiresAt is the new holder's lease end.
+	ExpiresAt time.Time
+	// MaxHolders caps Concurrent holders; zero means no cap.
+	MaxHolders int
+	// QueueMax caps the Queue FIFO; zero means no cap.
+	QueueMax int
+	// DropNewest, when the queue is full, refuses the new entry (Busy)
+	// instead of dropping the oldest one.
+	DropNewest bool
+	// EntryExpiresAt is when a queued or debounced entry lapses.
+	EntryExpiresAt time.Time
+	// IdleExpiresAt is how long a record with no holder and no entry keeps
+	// its fence after this call's changes; see NextFence.
+	IdleExpiresAt time.Time
+}
+
+// AcquireOutcome is what Acquire did.
+type AcquireOutcome uint8
+
+// Acquire outcomes.
+const (
+	Acquired  AcquireOutcome = 1
+	Queued    AcquireOutcome = 2
+	Debounced AcquireOutcome = 3
+	Busy      AcquireOutcome = 4
+)
+
+// AcquireReply is the outcome, the new holder when Acquired, and the entries
+// dropped to make room (drop-oldest) or replaced (debounce).
+type AcquireReply struct {
+	Outcome AcquireOutcome
+	Holder  Holder
+	Dropped []Entry
+}
+
+// Locks is per-key mutual exclusion with pending entries.
+//
+// A holder whose ExpiresAt is at or before now is gone: it no longer counts
+// as holding, and its own Extend, Release and Handover get ErrNotOwner. Lapsed
+// pending entries are dropped. Acquiring a free lock never touches the
+// pending entries: they wait for the holder's Release or Handover.
+type Locks interface {
+	// Acquire applies the request's strategy atomically. A new holder's
+	// token is NextFence(stored fence, now).
+	Acquire(ctx context.Context, ns string, r AcquireRequest) (AcquireReply, error)
+	// ExtendLock moves the live holder's lease end to expiresAt.
+	ExtendLock(ctx context.Context, ns, key string, token uint64, now, expiresAt time.Time) (Holder, error)
+	// ReleaseLock removes the live holder with token and, when no holder
+	// remains, removes and returns every live pending entry in arrival order.
+	ReleaseLock(ctx context.Context, ns, key string, token uint64, now, idleExpiresAt time.Time) ([]Entry, error)
+	// ForceReleaseLock removes every holder and returns every live pending
+	// entry in arrival order; absent is not an error.
+	ForceReleaseLock(ctx context.Context, ns, key string, now, idleExpiresAt time.Time) ([]Entry, error)
+	// HandoverLock, for the live holder with token: if an entry is pending,
+	// pops the oldest, moves the lease end to expiresAt and returns it with
+	// held true; otherwise releases the lock and returns held false. Both in
+	// one atomic step, so no entry can arrive in between and be stranded.
+	HandoverLock(ctx context.Context, ns, key string, token uint64, now, expiresAt, idleExpiresAt time.Time) (next *Entry, h Holder, held bool, err error)
+	// InspectLock returns the lock as stored, or false when there is no record.
+	InspectLock(ctx context.Context, ns, key string, now time.Time) (LockState, bool, error)
+}
+
+// NextFence is the fencing token for a new holder: one more than the highest
+// ever issued for the key, and never below the clock in microseconds, so that
+// tokens keep growing even after an idle record was dropped.
+func NextFence(stored uint64, now time.Time) uint64 {
+	floor := uint64(max(now.UnixMicro(), 0))
+	if stored+1 > floor {
+		return stored + 1
+	}
+	return floor
+}
+
+// ---- Incidents --------------------------------------------------------------
+
+// AlertRecord is a stored alert.
+type AlertRecord struct {
+	Channel   string
+	UniqueID  string
+	Timestamp time.Time
+	Body      []byte // kept byte for byte
+	ExpiresAt time.Time
+}
+
+// IssueRecord is a stored issue, identified by (Channel, UniqueID).
+type IssueRecord struct {
+	Channel       string
+	UniqueID      string
+	CorrelationID string
+	PostID        string
+	Open          bool
+	Body          []byte // kept byte for byte
+	ExpiresAt     time.Time
+}
+
+// MoveMappingRecord is a stored move mapping, identified by
+// (Channel, CorrelationID).
+type MoveMappingRecord struct {
+	Channel       string
+	CorrelationID string
+	UniqueID      string
+	Body          []byte
+}
+
+// Incidents is the alert manager's store. Identifiers are exact strings:
+// a lookup for channel "C1" never matches "C12", nor correlation "abc" "abcd".
+type Incidents interface {
+	// SaveAlert creates or replaces the alert (Channel, UniqueID).
+	SaveAlert(ctx context.Context, ns string, a AlertRecord) error
+	// SaveIssues creates or replaces each issue.
+	SaveIssues(ctx context.Context, ns string, issues []IssueRecord) error
+	// MoveIssue, atomically, removes (source, issue.UniqueID) if present and
+	// saves issue (whose Channel is the target).
+	MoveIssue(ctx context.Context, ns string, issue IssueRecord, source string) error
+	// FindOpenIssues returns every live open issue in channel with the
+	// correlation id.
+	FindOpenIssues(ctx context.Context, ns, channel, correlationID string, now time.Time) ([]IssueRecord, error)
+	// FindIssuesByPostID returns every live issue in channel with the post id.
+	FindIssuesByPostID(ctx context.Context, ns, channel, postID string, now time.Time) ([]IssueRecord, error)
+	// ActiveChannels returns, sorted and once each, the channels holding at
+	// least one open issue.
+	ActiveChannels(ctx context.Context, ns string, now time.Time) ([]string, error)
+	// OpenIssuesInChannel returns every open issue in channel.
+	OpenIssuesInChannel(ctx context.Context, ns, channel string, now time.Time) ([]IssueRecord, error)
+	// SaveMoveMapping creates or replaces the mapping.
+	SaveMoveMapping(ctx context.Context, ns string, m MoveMappingRecord) error
+	// FindMoveMapping returns the mapping body, or false when absent.
+	FindMoveMapping(ctx context.Context, ns, channel, correlationID string) ([]byte, bool, error)
+	// DeleteMoveMapping removes it; absent is not an error.
+	DeleteMoveMapping(ctx context.Context, ns, channel, correlationID string) error
+	// SaveProcessingState creates or replaces a channel's processing state.
+	SaveProcessingState(ctx context.Context, ns, channel string, body []byte) error
+	// FindProcessingState returns it, or false when absent.
+	FindProcessingState(ctx context.Context, ns, channel string) ([]byte, bool, error)
+	// DropIncidents deletes every alert, issue, mapping and processing state
+	// of the namespace.
+	DropIncidents(ctx context.Context, ns string) error
+}
+
+// ---- Snapshots ---------------------------------------------------------------
+
+// Snapshots streams state out and loads it back.
+type Snapshots interface {
+	// Export calls emit once per live item of namespace ns (every namespace
+	// when ns is empty), in any order.
+	Export(ctx context.Context, ns string, now time.Time, emit func(*Record) error) error
+	// Import creates or replaces every record; records are already
+	// validated. A backend that can do so applies them in one transaction.
+	Import(ctx context.Context, recs []Record) error
+}

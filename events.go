@@ -1,0 +1,402 @@
+package botstate
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/botstate/botstate/driver"
+)
+
+// Events is exactly-once event processing for one namespace, in two modes.
+//
+// One-shot: Record marks a key seen and says whether it was new, in one
+// atomic step; a crash after Record loses the event, as with SET NX.
+//
+// Safe: Claim takes a lease on the key; Complete stores the handler's result,
+// Release gives the event back when the handler failed, and a worker that
+// died leaves a lapsed lease that Expired lists and Reclaim (or the next
+// Claim of a redelivery) takes over. Complete and Release are fenced by the
+// claim's token: a worker whose lease was taken over gets ErrNotOwner.
+//
+// Keys are remembered for the store's event window after they are recorded,
+// claimed or completed (default 24 h), and, with WithEventLimit, at most that
+// many per namespace, oldest forgotten first.
+type Events struct{ s *Store }
+
+// Events returns the namespace's events.
+func (s *Store) Events() *Events { return &Events{s} }
+
+// EventStatus is where an event stands: EventRecorded, EventClaimed,
+// EventReleased or EventCompleted.
+type EventStatus = driver.EventStatus
+
+// Event statuses.
+const (
+	EventRecorded  = driver.EventRecorded
+	EventClaimed   = driver.EventClaimed
+	EventReleased  = driver.EventReleased
+	EventCompleted = driver.EventCompleted
+)
+
+// Event is a remembered event key, as Pending, Expired and Get return it.
+type Event = driver.Event
+
+// RecordResult is what Record found.
+type RecordResult uint8
+
+// Record results.
+const (
+	// RecordNew: the key was not known; it is now. Handle the event.
+	RecordNew RecordResult = 1
+	// RecordDuplicate: the key was known; nothing was changed. Skip it.
+	RecordDuplicate RecordResult = 2
+)
+
+func (r RecordResult) String() string {
+	switch r {
+	case RecordNew:
+		return "new"
+	case RecordDuplicate:
+		return "duplicate"
+	}
+	return "invalid"
+}
+
+// ClaimStatus is what Claim found.
+type ClaimStatus uint8
+
+// Claim statuses.
+const (
+	// Claimed: the caller holds the event until the lease ends. Run the
+	// handler, then Complete or Release with the token.
+	Claimed ClaimStatus = 1
+	// InProgress: another worker holds a live lease, or the key was recorded
+	// in one-shot mode. Do not handle it.
+	InProgress ClaimStatus = 2
+	// Completed: handled already; Result holds what the handler stored.
+	Completed ClaimStatus = 3
+)
+
+func (c ClaimStatus) String() string {
+	switch c {
+	case Claimed:
+		return "claimed"
+	case InProgress:
+		return "in_progress"
+	case Completed:
+		return "completed"
+	}
+	return "invalid"
+}
+
+// EventToken identifies one claim of one key. It is comparable and can be
+// sent to another process (Key and ID are plain strings).
+type EventToken struct {
+	Key string
+	ID  string
+}
+
+// Claim is the outcome of Claim or Reclaim.
+type Claim struct {
+	Status ClaimStatus
+	// Token is set when Status is Claimed.
+	Token EventToken
+	// LeaseUntil is when the claim lapses, when Status is Claimed.
+	LeaseUntil time.Time
+	// Result is the stored result, when Status is Completed.
+	Result []byte
+	// Attempts counts the claims of this key so far, this one included.
+	Attempts int
+}
+
+// Record marks key seen with payload, atomically: RecordNew if the key was
+// unknown, RecordDuplicate (and nothing changed, the first payload kept) if
+// it was known in any status.
+func (e *Events) Record(ctx context.Context, key string, payload []byte) (RecordResult, error) {
+	const op = "Events.Record"
+	s := e.s
+	if err := s.begin(ctx, op); err != nil {
+		return 0, err
+	}
+	if err := checkKey(op, "event key", key); err != nil {
+		return 0, err
+	}
+	if err := s.checkSize(op, "payload", payload); err != nil {
+		return 0, err
+	}
+	now := s.now()
+	ok, err := s.core.drv.RecordEvent(ctx, s.ns, driver.EventWrite{
+		Key: key, Payload: payload, Now: now, ExpiresAt: after(now, s.core.cfg.eventWindow), Limit: s.core.cfg.eventLimit,
+	})
+	if err != nil {
+		return 0, wrap(op, err)
+	}
+	if ok {
+		return RecordNew, nil
+	}
+	return RecordDuplicate, nil
+}
+
+// Seen reports whether key is remembered, in any status.
+func (e *Events) Seen(ctx context.Context, key string) (bool, error) {
+	_, err := e.Get(ctx, key)
+	if err == nil {
+		return true, nil
+	}
+	if isNotFound(err) {
+		return false, nil
+	}
+	return false, err
+}
+
+// Get returns the remembered event, or ErrNotFound.
+func (e *Events) Get(ctx context.Context, key string) (Event, error) {
+	const op = "Events.Get"
+	s := e.s
+	if err := s.begin(ctx, op); err != nil {
+		return Event{}, err
+	}
+	if err := checkKey(op, "event key", key); err != nil {
+		return Event{}, err
+	}
+	ev, ok, err := s.core.drv.LookupEvent(ctx, s.ns, key, s.now())
+	if err != nil {
+		return Event{}, wrap(op, err)
+	}
+	if !ok {
+		return Event{}, &Error{Op: op, Msg: "event " + strconv.Quote(key), Err: ErrNotFound}
+	}
+	return ev, nil
+}
+
+// Forget deletes key in any status, so that it counts as new again. Absent
+// is not an error.
+func (e *Events) Forget(ctx context.Context, key string) error {
+	const op = "Events.Forget"
+	s := e.s
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := checkKey(op, "event key", key); err != nil {
+		return err
+	}
+	return wrap(op, s.core.drv.ForgetEvent(ctx, s.ns, key))
+}
+
+// Claim takes key for lease, atomically. It succeeds (Claimed, with a token)
+// when the key is unknown, was released, or its previous lease lapsed; it
+// reports InProgress while another lease is live and Completed, with the
+// result, once the event was completed. The first payload given for a key is
+// the one kept.
+func (e *Events) Claim(ctx context.Context, key string, payload []byte, lease time.Duration) (Claim, error) {
+	return e.claim(ctx, "Events.Claim", key, payload, lease, false)
+}
+
+// Reclaim takes over key for lease if its claim lapsed or was released, with
+// a new token; it never creates a key (ErrNotFound) and reports InProgress or
+// Completed like Claim. It is how a recovery loop re-drives what Expired lists.
+func (e *Events) Reclaim(ctx context.Context, key string, lease time.Duration) (Claim, error) {
+	return e.claim(ctx, "Events.Reclaim", key, nil, lease, true)
+}
+
+func (e *Events) claim(ctx context.Context, op, key string, payload []byte, lease time.Duration, existing bool) (Claim, error) {
+	s := e.s
+	if err := s.begin(ctx, op); err != nil {
+		return Claim{}, err
+	}
+	if err := checkKey(op, "event key", key); err != nil {
+		return Claim{}, err
+	}
+	if err := s.checkSize(op, "payload", payload); err != nil {
+		return Claim{}, err
+	}
+	if err := checkTTL(op, "lease", lease, false); err != nil {
+		return Claim{}, err
+	}
+	now := s.now()
+	leaseUntil := after(now, lease)
+	token := s.newToken()
+	rep, err := s.core.drv.ClaimEvent(ctx, s.ns, driver.ClaimRequest{
+		EventWrite: driver.EventWrite{Key: key, Payload: payload, Now: now,
+			ExpiresAt: after(leaseUntil, s.core.cfg.eventWindow), Limit: s.core.cfg.eventLimit},
+		Token: token, LeaseUntil: leaseUntil, Existing: existing,
+	})
+	if err != nil {
+		return Claim{}, wrap(op, err)
+	}
+	c := Claim{Attempts: rep.Event.Attempts}
+	switch rep.Outcome {
+	case driver.ClaimAcquired:
+		c.Status, c.Token, c.LeaseUntil = Claimed, EventToken{Key: key, ID: token}, leaseUntil
+	case driver.ClaimInProgress:
+		c.Status = InProgress
+	case driver.ClaimCompleted:
+		c.Status, c.Result = Completed, rep.Event.Result
+	default:
+		return Claim{}, &Error{Op: op, Msg: "backend returned an unknown claim outcome", Err: ErrUnavailable}
+	}
+	return c, nil
+}
+
+func (e *Events) checkToken(op string, tok EventToken) error {
+	if err := checkKey(op, "event key", tok.Key); err != nil {
+		return err
+	}
+	if tok.ID == "" || len(tok.ID) > MaxKeyLen {
+		return invalid(op, "token id is empty or too long")
+	}
+	return nil
+}
+
+// Complete marks the claimed event done and stores result (which Claim then
+// returns to every later caller). It returns ErrNotOwner, changing nothing,
+// when tok no longer holds the claim: another worker took it over, or it was
+// completed, released or forgotten. A lease that lapsed without being taken
+// over still completes.
+func (e *Events) Complete(ctx context.Context, tok EventToken, result []byte) error {
+	const op = "Events.Complete"
+	s := e.s
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := e.checkToken(op, tok); err != nil {
+		return err
+	}
+	if err := s.checkSize(op, "result", result); err != nil {
+		return err
+	}
+	now := s.now()
+	return wrap(op, s.core.drv.CompleteEvent(ctx, s.ns, tok.Key, tok.ID, result, now, after(now, s.core.cfg.eventWindow)))
+}
+
+// Release gives the claimed event back (the handler failed): the next Claim
+// or Reclaim takes it. Fenced like Complete.
+func (e *Events) Release(ctx context.Context, tok EventToken) error {
+	const op = "Events.Release"
+	s := e.s
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := e.checkToken(op, tok); err != nil {
+		return err
+	}
+	return wrap(op, s.core.drv.ReleaseEvent(ctx, s.ns, tok.Key, tok.ID, s.now()))
+}
+
+// DefaultListLimit is what Pending, Expired and other listings return when
+// asked for limit 0.
+const DefaultListLimit = 100
+
+// MaxListLimit is the most items one listing call returns.
+const MaxListLimit = 10000
+
+func checkLimit(op string, limit int) (int, error) {
+	switch {
+	case limit < 0:
+		return 0, invalid(op, "negative limit %d", limit)
+	case limit == 0:
+		return DefaultListLimit, nil
+	case limit > MaxListLimit:
+		return 0, invalid(op, "limit %d over %d", limit, MaxListLimit)
+	}
+	return limit, nil
+}
+
+// Expired lists up to limit claims whose lease lapsed (their worker died or
+// hung), oldest first. Reclaim takes one over.
+func (e *Events) Expired(ctx context.Context, limit int) ([]Event, error) {
+	return e.list(ctx, "Events.Expired", limit, e.s.core.drv.ExpiredEvents)
+}
+
+// Pending lists up to limit events that are not completed (recorded,
+// claimed or released), oldest first.
+func (e *Events) Pending(ctx context.Context, limit int) ([]Event, error) {
+	return e.list(ctx, "Events.Pending", limit, e.s.core.drv.PendingEvents)
+}
+
+func (e *Events) list(ctx context.Context, op string, limit int, fn func(context.Context, string, time.Time, int) ([]Event, error)) ([]Event, error) {
+	s := e.s
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	limit, err := checkLimit(op, limit)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := fn(ctx, s.ns, s.now(), limit)
+	return evs, wrap(op, err)
+}
+
+// ---- platform keys ------------------------------------------------------------
+
+// escapePart makes an id safe to join with ':' — '%' and ':' are
+// percent-encoded — so that no id can make two joined keys collide.
+func escapePart(s string) string {
+	if !strings.ContainsAny(s, "%:") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '%':
+			b.WriteString("%25")
+		case ':':
+			b.WriteString("%3A")
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
+
+// joinKey builds "prefix:part1:part2…" from escaped parts, refusing empty or
+// malformed parts.
+func joinKey(op, prefix string, names []string, parts ...string) (string, error) {
+	var b strings.Builder
+	b.WriteString(prefix)
+	for i, p := range parts {
+		if err := checkKey(op, names[i], p); err != nil {
+			return "", err
+		}
+		b.WriteByte(':')
+		b.WriteString(escapePart(p))
+	}
+	if b.Len() > MaxKeyLen {
+		return "", tooLarge(op, "key is %d bytes, over the %d-byte limit", b.Len(), MaxKeyLen)
+	}
+	return b.String(), nil
+}
+
+// SlackEventKey is the event key of a Slack Events API delivery: its team and
+// event id. Retries of one delivery share it.
+func SlackEventKey(teamID, eventID string) (string, error) {
+	return joinKey("SlackEventKey", "slack:event", []string{"team id", "event id"}, teamID, eventID)
+}
+
+// SlackMessageKey is the key of a Slack message by team, channel and ts.
+// Slack sometimes sends one message again under a new event id; this key
+// catches that where SlackEventKey cannot.
+func SlackMessageKey(teamID, channelID, ts string) (string, error) {
+	return joinKey("SlackMessageKey", "slack:message", []string{"team id", "channel id", "ts"}, teamID, channelID, ts)
+}
+
+// SocketModeKey is the key of a Slack Socket Mode envelope.
+func SocketModeKey(envelopeID string) (string, error) {
+	return joinKey("SocketModeKey", "slack:envelope", []string{"envelope id"}, envelopeID)
+}
+
+// TelegramUpdateKey is the key of a Telegram update: update ids are unique
+// per bot only, so the bot id is part of it.
+func TelegramUpdateKey(botID, updateID int64) (string, error) {
+	return joinKey("TelegramUpdateKey", "telegram:update", []string{"bot id", "update id"},
+		strconv.FormatInt(botID, 10), strconv.FormatInt(updateID, 10))
+}
+
+// DiscordMessageKey is the key of a Discord message (snowflake ids are
+// globally unique).
+func DiscordMessageKey(messageID string) (string, error) {
+	return joinKey("DiscordMessageKey", "discord:message", []string{"message id"}, messageID)
+}

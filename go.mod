@@ -1,0 +1,3 @@
+module github.com/botstate/botstate
+
+go 1.26.8

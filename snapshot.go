@@ -1,0 +1,360 @@
+package botstate
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/botstate/botstate/driver"
+)
+
+// SnapshotVersion is the version of the snapshot format this package writes
+// and reads.
+const SnapshotVersion = 1
+
+// snapshotHeader is the first line of every snapshot.
+type snapshotHeader struct {
+	Format  string `json:"format"`
+	Version int    `json:"version"`
+}
+
+const snapshotFormat = "botstate-snapshot"
+
+// maxSnapshotLine bounds one snapshot line: a full-size value, base64
+// encoded, with room to spare.
+const maxSnapshotLine = 64 << 20
+
+// Record is one line of a snapshot.
+type Record = driver.Record
+
+// Export writes the namespace's whole state as a canonical snapshot: a header
+// line, then one JSON line per live item, sorted by namespace, kind and key.
+// The same state always exports to the same bytes, whatever the backend, and
+// expiry times are absolute, so TTLs carry over. It returns the number of
+// items written.
+func (s *Store) Export(ctx context.Context, w io.Writer) (int, error) {
+	return s.export(ctx, "Store.Export", w, s.ns)
+}
+
+// ExportAll is Export for every namespace of the backend.
+func (s *Store) ExportAll(ctx context.Context, w io.Writer) (int, error) {
+	return s.export(ctx, "Store.ExportAll", w, "")
+}
+
+func (s *Store) export(ctx context.Context, op string, w io.Writer, ns string) (int, error) {
+	if err := s.begin(ctx, op); err != nil {
+		return 0, err
+	}
+	var recs []Record
+	err := s.core.drv.Export(ctx, ns, s.now(), func(r *Record) error {
+		c := *r
+		if err := canonicalRecord(&c); err != nil {
+			return err
+		}
+		recs = append(recs, c)
+		return nil
+	})
+	if err != nil {
+		return 0, wrap(op, err)
+	}
+	slices.SortFunc(recs, compareRecords)
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion}); err != nil {
+		return 0, wrap(op, err)
+	}
+	for i := range recs {
+		if err := enc.Encode(&recs[i]); err != nil {
+			return i, wrap(op, err)
+		}
+	}
+	return len(recs), wrap(op, bw.Flush())
+}
+
+var kindOrder = func() map[driver.Kind]int {
+	m := map[driver.Kind]int{}
+	for i, k := range driver.Kinds {
+		m[k] = i
+	}
+	return m
+}()
+
+func compareRecords(a, b Record) int {
+	return cmp.Or(
+		cmp.Compare(a.NS, b.NS),
+		cmp.Compare(kindOrder[a.Kind], kindOrder[b.Kind]),
+		cmp.Compare(a.Channel, b.Channel),
+		cmp.Compare(a.Key, b.Key),
+		cmp.Compare(a.CorrelationID, b.CorrelationID),
+	)
+}
+
+// canonicalRecord puts a record in the one form a snapshot holds: UTC
+// times, canonical JSON data, no empty slices.
+func canonicalRecord(r *Record) error {
+	for _, t := range []*time.Time{&r.Timestamp, &r.CreatedAt, &r.UpdatedAt, &r.LeaseUntil, &r.ExpiresAt} {
+		if !t.IsZero() {
+			*t = t.UTC()
+		}
+	}
+	if len(r.Data) > 0 {
+		d, err := driver.CanonicalObject(r.Data)
+		if err != nil {
+			return fmt.Errorf("%s %q: data: %w", r.Kind, r.Key, err)
+		}
+		r.Data = d
+	}
+	if len(r.Payload) == 0 {
+		r.Payload = nil
+	}
+	if len(r.Result) == 0 {
+		r.Result = nil
+	}
+	if len(r.Values) == 0 {
+		r.Values = nil
+	}
+	if len(r.Holders) == 0 {
+		r.Holders = nil
+	}
+	for i := range r.Holders {
+		h := &r.Holders[i]
+		h.AcquiredAt, h.ExpiresAt = utcOrZero(h.AcquiredAt), utcOrZero(h.ExpiresAt)
+	}
+	if len(r.Pending) == 0 {
+		r.Pending = nil
+	}
+	for i := range r.Pending {
+		e := &r.Pending[i]
+		e.EnqueuedAt, e.ExpiresAt = utcOrZero(e.EnqueuedAt), utcOrZero(e.ExpiresAt)
+		if len(e.Payload) == 0 {
+			e.Payload = nil
+		}
+	}
+	return nil
+}
+
+func utcOrZero(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
+}
+
+// SnapshotError reports a snapshot line Import refused.
+type SnapshotError struct {
+	Line int
+	Msg  string
+}
+
+func (e *SnapshotError) Error() string {
+	return fmt.Sprintf("snapshot line %d: %s", e.Line, e.Msg)
+}
+
+// Unwrap makes a SnapshotError match ErrInvalidArgument.
+func (e *SnapshotError) Unwrap() error { return ErrInvalidArgument }
+
+// Import loads a snapshot written by Export or ExportAll, from any backend.
+// Every line is read and checked before anything is written: a malformed
+// line refuses the whole import with its line number (a *SnapshotError,
+// matching ErrInvalidArgument) and nothing is imported. Items already
+// expired are skipped; items that exist are replaced. It returns the number
+// of items imported.
+func (s *Store) Import(ctx context.Context, r io.Reader) (int, error) {
+	const op = "Store.Import"
+	if err := s.begin(ctx, op); err != nil {
+		return 0, err
+	}
+	if r == nil {
+		return 0, invalid(op, "nil reader")
+	}
+	recs, err := s.readSnapshot(r)
+	if err != nil {
+		return 0, &Error{Op: op, Err: err}
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, &Error{Op: op, Err: err}
+	}
+	return len(recs), wrap(op, s.core.drv.Import(ctx, recs))
+}
+
+func (s *Store) readSnapshot(r io.Reader) ([]Record, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxSnapshotLine)
+	line := 0
+	now := s.now()
+	var recs []Record
+	seen := map[string]int{}
+	for sc.Scan() {
+		line++
+		b := sc.Bytes()
+		if line == 1 {
+			var h snapshotHeader
+			if err := strictDecode(b, &h); err != nil || h.Format != snapshotFormat {
+				return nil, &SnapshotError{Line: 1, Msg: fmt.Sprintf("not a botstate snapshot header (want {\"format\":%q,\"version\":%d})", snapshotFormat, SnapshotVersion)}
+			}
+			if h.Version != SnapshotVersion {
+				return nil, &SnapshotError{Line: 1, Msg: fmt.Sprintf("snapshot version %d, this build reads %d", h.Version, SnapshotVersion)}
+			}
+			continue
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			return nil, &SnapshotError{Line: line, Msg: "empty line"}
+		}
+		var rec Record
+		if err := strictDecode(b, &rec); err != nil {
+			return nil, &SnapshotError{Line: line, Msg: err.Error()}
+		}
+		if err := s.checkRecord(&rec); err != nil {
+			return nil, &SnapshotError{Line: line, Msg: err.Error()}
+		}
+		id := recordIdentity(&rec)
+		if prev, dup := seen[id]; dup {
+			return nil, &SnapshotError{Line: line, Msg: fmt.Sprintf("same %s as line %d", rec.Kind, prev)}
+		}
+		seen[id] = line
+		if !rec.ExpiresAt.IsZero() && !rec.ExpiresAt.After(now) {
+			continue
+		}
+		recs = append(recs, rec)
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, &SnapshotError{Line: line + 1, Msg: fmt.Sprintf("line over %d bytes", maxSnapshotLine)}
+		}
+		return nil, err
+	}
+	if line == 0 {
+		return nil, &SnapshotError{Line: 1, Msg: "empty snapshot: no header"}
+	}
+	return recs, nil
+}
+
+func strictDecode(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("more than one JSON value on the line")
+	}
+	return nil
+}
+
+func recordIdentity(r *Record) string {
+	return fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%s", r.NS, r.Kind, r.Channel, r.Key, r.CorrelationID)
+}
+
+// checkRecord applies to a snapshot record the same rules the API applies to
+// the calls that would have written it, and normalizes it.
+func (s *Store) checkRecord(r *Record) error {
+	const op = "Import"
+	if err := ValidNamespace(r.NS); err != nil {
+		return err
+	}
+	needKey := func(what string) error { return checkKey(op, what, r.Key) }
+	needObject := func() error {
+		if len(r.Data) == 0 {
+			return errors.New("data is missing")
+		}
+		if err := s.checkSize(op, "data", r.Data); err != nil {
+			return err
+		}
+		d, err := driver.CanonicalObject(r.Data)
+		if err != nil {
+			return fmt.Errorf("data is not a JSON object: %v", err)
+		}
+		r.Data = d
+		return nil
+	}
+	var err error
+	switch r.Kind {
+	case driver.KindEvent:
+		if err = needKey("event key"); err == nil {
+			if _, ok := driver.ParseEventStatus(r.Status); !ok {
+				err = fmt.Errorf("unknown event status %q", r.Status)
+			} else if r.Status == "claimed" && (r.Token == "" || r.LeaseUntil.IsZero()) {
+				err = errors.New("claimed event without token or lease")
+			} else if err = s.checkSize(op, "payload", r.Payload); err == nil {
+				err = s.checkSize(op, "result", r.Result)
+			}
+		}
+	case driver.KindConversation:
+		if err = needKey("conversation key"); err == nil {
+			if r.Version < 1 {
+				err = fmt.Errorf("conversation version %d, want at least 1", r.Version)
+			} else {
+				err = needObject()
+			}
+		}
+	case driver.KindSubscription:
+		err = needKey("thread id")
+	case driver.KindThreadState, driver.KindChannelState:
+		if err = needKey("id"); err == nil {
+			err = needObject()
+		}
+	case driver.KindCacheValue:
+		if err = needKey("cache key"); err == nil {
+			err = s.checkSize(op, "value", r.Payload)
+		}
+	case driver.KindCacheList:
+		if err = needKey("cache key"); err == nil {
+			if len(r.Values) == 0 || len(r.Values) > MaxListLen {
+				err = fmt.Errorf("list of %d values, want 1 to %d", len(r.Values), MaxListLen)
+			}
+		}
+	case driver.KindLock:
+		if err = needKey("lock key"); err == nil {
+			for _, h := range r.Holders {
+				if h.Token == 0 || h.Token > r.Fence {
+					err = fmt.Errorf("lock holder token %d not in (0, fence %d]", h.Token, r.Fence)
+					break
+				}
+				if err = checkKey(op, "owner", h.Owner); err != nil {
+					break
+				}
+			}
+		}
+	case driver.KindAlert:
+		if err = checkKey(op, "channel id", r.Channel); err == nil {
+			if err = needKey("alert unique id"); err == nil {
+				err = s.checkJSON(op, "alert body", []byte(r.Body))
+			}
+		}
+	case driver.KindIssue:
+		if err = checkKey(op, "channel id", r.Channel); err == nil {
+			if err = needKey("issue unique id"); err == nil {
+				if err = checkCorrelation(op, r.CorrelationID); err == nil {
+					err = s.checkJSON(op, "issue body", []byte(r.Body))
+				}
+			}
+		}
+	case driver.KindMoveMapping:
+		if err = checkKey(op, "channel id", r.Channel); err == nil {
+			if err = checkCorrelation(op, r.CorrelationID); err == nil {
+				err = s.checkJSON(op, "move mapping body", []byte(r.Body))
+			}
+		}
+	case driver.KindProcessingState:
+		if err = checkKey(op, "channel id", r.Channel); err == nil {
+			err = s.checkJSON(op, "processing state body", []byte(r.Body))
+		}
+	default:
+		err = fmt.Errorf("unknown kind %q", r.Kind)
+	}
+	if err != nil {
+		return err
+	}
+	return canonicalRecord(r)
+}
