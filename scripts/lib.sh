@@ -1,0 +1,44 @@
+# Shared helpers for the service scripts. Source it; do not run it.
+
+# free_port prints a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(( 20000 + RANDOM % 40000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+  done
+  echo "free_port: no free port found" >&2
+  return 1
+}
+
+# wait_port PORT SECONDS waits until something listens on 127.0.0.1:PORT.
+wait_port() {
+  local port=$1 secs=${2:-30} i
+  for i in $(seq 1 $(( secs * 10 ))); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "wait_port: nothing listens on 127.0.0.1:$port after ${secs}s" >&2
+  return 1
+}
+
+# apt_install PKG... installs Debian packages when they are missing.
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || {
+    $sudo apt-get update -q >/dev/null 2>&1
+    $sudo apt-get install -y -q "${missing[@]}" >/dev/null
+  }
+}
