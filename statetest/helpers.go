@@ -83,3 +83,5 @@ func race(n int, fn func(i int)) {
 	start.Done()
 	done.Wait()
 }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
