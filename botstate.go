@@ -46,8 +46,9 @@ func (systemClock) Now() time.Time { return time.Now() }
 // concurrent use. Namespace returns views that share the backend; closing any
 // of them closes the backend for all.
 type Store struct {
-	core *core
-	ns   string
+	core  *core
+	ns    string
+	nsErr error // set when ns is not a valid name
 }
 
 type core struct {
@@ -106,13 +107,11 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 
 // Namespace returns a view of the same backend whose keys can never collide
 // with any other namespace's. A name is 1 to 64 characters of letters,
-// digits, '.', '_' and '-'; Namespace panics on anything else, as it is meant
-// for names fixed in code. Use ValidNamespace to check a name from outside.
+// digits, '.', '_' and '-'. Namespace never panics: a view with a bad name
+// refuses every call with ErrInvalidArgument (ValidNamespace checks a name
+// up front).
 func (s *Store) Namespace(name string) *Store {
-	if err := ValidNamespace(name); err != nil {
-		panic(err)
-	}
-	return &Store{core: s.core, ns: name}
+	return &Store{core: s.core, ns: name, nsErr: ValidNamespace(name)}
 }
 
 // Name returns the store's namespace.

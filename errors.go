@@ -65,6 +65,9 @@ func (s *Store) begin(ctx context.Context, op string) error {
 	if ctx == nil {
 		return invalid(op, "nil context")
 	}
+	if s.nsErr != nil {
+		return &Error{Op: op, Msg: s.nsErr.Error(), Err: ErrInvalidArgument}
+	}
 	if s.core.closed.Load() {
 		return &Error{Op: op, Err: ErrClosed}
 	}
