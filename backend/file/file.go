@@ -1,0 +1,438 @@
+package file
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/botstate/botstate/driver"
+)
+
+func init() { driver.Register("file", Open) }
+
+// DefaultPath is the file the command line uses when no URL is given
+// (botstate serve with no URL opens file:botstate.db in the working
+// directory).
+const DefaultPath = "botstate.db"
+
+// DefaultLockTimeout is how long Open waits for another process to let go of
+// the file before it gives up with ErrUnavailable.
+const DefaultLockTimeout = time.Second
+
+// defaultSweep is how often expired items are reaped when the store does not
+// say; reads never depend on it.
+const defaultSweep = 10 * time.Second
+
+// reapBatch bounds the items one reaping transaction removes, so the reaper
+// never holds the writer for long.
+const reapBatch = 1000
+
+// maxGroup bounds the calls one group commit applies in one transaction.
+const maxGroup = 1000
+
+// formatVersion is the layout this build reads and writes, kept in the meta
+// bucket; a file of another version is refused rather than misread.
+const formatVersion = 1
+
+// Bucket names. Each domain has its own top-level bucket whose keys start
+// with the namespace and a NUL; see doc.go for the layout.
+var (
+	bMeta        = []byte("meta")
+	bEvents      = []byte("events")
+	bEventOrder  = []byte("event_order")
+	bEventCount  = []byte("event_count")
+	bPending     = []byte("event_pending")
+	bConvs       = []byte("conversations")
+	bSubs        = []byte("subscriptions")
+	bThreadDocs  = []byte("thread_state")
+	bChannelDocs = []byte("channel_state")
+	bCache       = []byte("cache_values")
+	bLists       = []byte("cache_lists")
+	bLocks       = []byte("locks")
+	bAlerts      = []byte("alerts")
+	bIssues      = []byte("issues")
+	bIssueOpen   = []byte("issue_open")
+	bIssuePost   = []byte("issue_post")
+	bMappings    = []byte("move_mappings")
+	bStates      = []byte("processing_states")
+	bExpiry      = []byte("expiry")
+
+	allBuckets = [][]byte{bMeta, bEvents, bEventOrder, bEventCount, bPending, bConvs, bSubs,
+		bThreadDocs, bChannelDocs, bCache, bLists, bLocks, bAlerts, bIssues, bIssueOpen,
+		bIssuePost, bMappings, bStates, bExpiry}
+)
+
+// commitMode says how write transactions are committed. Only the default is
+// offered to users; the others exist so the benchmark can compare against
+// them in the same run.
+type commitMode uint8
+
+const (
+	// commitGroup: a committer goroutine applies every call waiting when
+	// the previous commit ends in one transaction (one fsync for all).
+	commitGroup commitMode = iota
+	// commitBatch: bbolt's DB.Batch, which waits up to MaxBatchDelay to
+	// gather calls.
+	commitBatch
+	// commitSolo: one DB.Update, so one fsync, per call.
+	commitSolo
+)
+
+// Driver is the bbolt backend. Every method is one bbolt transaction.
+type Driver struct {
+	db    *bolt.DB
+	path  string
+	clock func() time.Time
+	mode  commitMode
+
+	// mu orders sends on reqs against Close closing it.
+	mu     sync.RWMutex
+	closed atomic.Bool
+	reqs   chan *commitReq
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	// commits counts write transactions committed (each costs bbolt two
+	// fdatasyncs: pages, then meta), lastTx the newest one counted.
+	commits atomic.Uint64
+	lastTx  atomic.Int64
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// options is what a file URL can say.
+type options struct {
+	path    string
+	timeout time.Duration
+	noSync  bool
+}
+
+// Open opens (creating when absent) the file a file URL names:
+//
+//	file:///var/lib/bot/state.db   absolute path
+//	file:state.db                  relative to the working directory
+//	file://./data/state.db         relative too (host "." or "..")
+//	file://localhost/var/state.db  absolute (RFC 8089)
+//
+// Query options: timeout=<duration> (how long to wait for another process to
+// release the file, default 1s) and nosync=1 (skip fsync: fast, and NOT
+// durable; for tests only).
+func Open(_ context.Context, u *url.URL, cfg driver.Config) (driver.Driver, error) {
+	o, err := parseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	return open(o, cfg)
+}
+
+type urlError struct {
+	u   string
+	msg string
+}
+
+func (e *urlError) Error() string { return "file: URL " + e.u + ": " + e.msg }
+func (e *urlError) Unwrap() error { return driver.ErrInvalidArgument }
+
+func parseURL(u *url.URL) (options, error) {
+	bad := func(format string, args ...any) (options, error) {
+		return options{}, &urlError{u.Redacted(), fmt.Sprintf(format, args...)}
+	}
+	o := options{timeout: DefaultLockTimeout}
+	switch {
+	case u.Opaque != "":
+		p, err := url.PathUnescape(u.Opaque)
+		if err != nil {
+			return bad("bad escape in path: %v", err)
+		}
+		o.path = p
+	case u.Host == "" || u.Host == "localhost":
+		o.path = u.Path
+	case u.Host == "." || u.Host == "..":
+		o.path = u.Host + u.Path
+	default:
+		return bad("host %q: a file URL names a local file (file:///abs/path.db or file:rel/path.db)", u.Host)
+	}
+	if u.User != nil {
+		return bad("a file URL takes no user")
+	}
+	if o.path == "" || strings.HasSuffix(o.path, "/") {
+		return bad("no file name (want file:///abs/path/%s or file:%s)", DefaultPath, DefaultPath)
+	}
+	o.path = filepath.FromSlash(o.path)
+	for k, vs := range u.Query() {
+		v := vs[len(vs)-1]
+		switch k {
+		case "timeout":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return bad("timeout=%q: want a positive duration such as 1s", v)
+			}
+			o.timeout = d
+		case "nosync":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return bad("nosync=%q: want 1 or 0", v)
+			}
+			o.noSync = b
+		default:
+			return bad("unknown option %q (known: timeout, nosync)", k)
+		}
+	}
+	return o, nil
+}
+
+// LockedError reports a file that another process (or another Store in this
+// one) holds open. It matches driver.ErrUnavailable.
+type LockedError struct {
+	Path string
+	Wait time.Duration
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("file: %s is in use by another process (its lock was not released within %v); "+
+		"only one process can open a botstate file at a time", e.Path, e.Wait)
+}
+
+// Unwrap makes a LockedError match driver.ErrUnavailable.
+func (e *LockedError) Unwrap() error { return driver.ErrUnavailable }
+
+func open(o options, cfg driver.Config) (*Driver, error) {
+	db, err := bolt.Open(o.path, 0o600, &bolt.Options{Timeout: o.timeout, NoSync: o.noSync, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, berrors.ErrTimeout) {
+		abs, _ := filepath.Abs(o.path)
+		return nil, &LockedError{Path: abs, Wait: o.timeout}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("file: open %s: %w", o.path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bMeta)
+		if v := meta.Get([]byte("format")); v != nil {
+			if n, err := strconv.Atoi(string(v)); err != nil || n != formatVersion {
+				return fmt.Errorf("file format version %q, this build reads %d", v, formatVersion)
+			}
+			return nil
+		}
+		return meta.Put([]byte("format"), []byte(strconv.Itoa(formatVersion)))
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("file: open %s: %w", o.path, err)
+	}
+	d := &Driver{db: db, path: o.path, clock: cfg.Clock, reqs: make(chan *commitReq, 4*maxGroup), stop: make(chan struct{})}
+	if d.clock == nil {
+		d.clock = time.Now
+	}
+	every := cfg.SweepInterval
+	if every <= 0 {
+		every = defaultSweep
+	}
+	d.wg.Add(2)
+	go d.committer()
+	go d.reaper(every)
+	return d, nil
+}
+
+// Path returns the file's path as the URL gave it.
+func (d *Driver) Path() string { return d.path }
+
+// Close stops the reaper, lets every write already submitted commit, and
+// closes the file; later calls return ErrClosed.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	if d.closed.Swap(true) {
+		d.mu.Unlock()
+		return nil
+	}
+	close(d.reqs)
+	d.mu.Unlock()
+	close(d.stop)
+	d.wg.Wait()
+	return d.db.Close()
+}
+
+// begin is the check every method starts with.
+func (d *Driver) begin(ctx context.Context) error {
+	if d.closed.Load() {
+		return driver.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// boltErr turns an error from bbolt into the driver's vocabulary. Errors the
+// methods return on purpose (sentinels) never pass through bbolt: they are
+// kept beside the transaction, which commits or stays empty.
+func (d *Driver) boltErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
+		return driver.ErrClosed
+	case errors.Is(err, driver.ErrInvalidArgument), errors.Is(err, errCorrupt):
+		// Our own refusals and undecodable data: retrying will not help.
+		return fmt.Errorf("file %s: %w", d.path, err)
+	}
+	return fmt.Errorf("file %s: %w: %w", d.path, driver.ErrUnavailable, err)
+}
+
+// read runs fn in a read-only transaction.
+func (d *Driver) read(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := d.begin(ctx); err != nil {
+		return err
+	}
+	return d.boltErr(d.db.View(fn))
+}
+
+// write runs fn in a write transaction that may be shared with other calls'
+// functions (group commit). fn may run more than once (when another function
+// in its group failed, the group is rolled back and retried), so it must set
+// every result it reports afresh on each run and touch nothing outside the
+// transaction. A function reports an outcome such as ErrNotOwner through its
+// captured results, not by returning it, so that it never costs its group a
+// rollback: the error fn returns is for failures of the transaction itself.
+func (d *Driver) write(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := d.begin(ctx); err != nil {
+		return err
+	}
+	counted := func(tx *bolt.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		id := int64(tx.ID())
+		tx.OnCommit(func() { d.noteCommit(id) })
+		return nil
+	}
+	switch d.mode {
+	case commitBatch:
+		return d.boltErr(d.db.Batch(counted))
+	case commitSolo:
+		return d.boltErr(d.db.Update(counted))
+	}
+	r := &commitReq{fn: counted, done: make(chan error, 1)}
+	d.mu.RLock()
+	if d.closed.Load() {
+		d.mu.RUnlock()
+		return driver.ErrClosed
+	}
+	d.reqs <- r
+	d.mu.RUnlock()
+	return d.boltErr(<-r.done)
+}
+
+// noteCommit counts a committed write transaction once, however many calls
+// shared it: transaction ids grow with every write transaction.
+func (d *Driver) noteCommit(id int64) {
+	for {
+		last := d.lastTx.Load()
+		if id <= last {
+			return
+		}
+		if d.lastTx.CompareAndSwap(last, id) {
+			d.commits.Add(1)
+			return
+		}
+	}
+}
+
+type commitReq struct {
+	fn   func(tx *bolt.Tx) error
+	done chan error
+}
+
+// committer is the group commit. It takes every call waiting when the
+// previous commit ended and applies them all in one transaction, so N
+// concurrent writers share one fsync. It adds no delay: a lone writer is
+// committed at once, and batches grow only while a commit is in flight.
+// (bbolt's DB.Batch instead waits up to 10 ms to gather a batch, which caps
+// a lone writer near 100 commits a second; see BenchmarkClaimComplete.)
+func (d *Driver) committer() {
+	defer d.wg.Done()
+	group := make([]*commitReq, 0, maxGroup)
+	for r := range d.reqs {
+		group = append(group[:0], r)
+	fill:
+		for len(group) < maxGroup {
+			select {
+			case r, ok := <-d.reqs:
+				if !ok {
+					break fill
+				}
+				group = append(group, r)
+			default:
+				break fill
+			}
+		}
+		d.commitGroup(group)
+		clear(group)
+	}
+}
+
+// commitGroup applies the calls in one transaction. When one of them fails,
+// the transaction is rolled back, that call is retried alone (and gets its
+// own error) and the rest are retried together, as DB.Batch does.
+func (d *Driver) commitGroup(group []*commitReq) {
+	for len(group) > 0 {
+		failed := -1
+		err := d.db.Update(func(tx *bolt.Tx) error {
+			for i, r := range group {
+				if err := safeCall(r.fn, tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, r := range group {
+				r.done <- err
+			}
+			return
+		}
+		r := group[failed]
+		group = append(group[:failed:failed], group[failed+1:]...)
+		r.done <- d.db.Update(func(tx *bolt.Tx) error { return safeCall(r.fn, tx) })
+	}
+}
+
+// safeCall turns a panic in fn into an error, so one bad call cannot take
+// the committer (and every writer with it) down.
+func safeCall(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("file: panic in transaction: %v", p)
+		}
+	}()
+	return fn(tx)
+}
+
+// Check runs bbolt's consistency check on the file and returns the first
+// problem found, or nil.
+func (d *Driver) Check(ctx context.Context) error {
+	if err := d.begin(ctx); err != nil {
+		return err
+	}
+	return d.db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() {
+			if first == nil {
+				first = fmt.Errorf("file %s: %w", d.path, err)
+			}
+		}
+		return first
+	})
+}

@@ -1,0 +1,757 @@
+package file
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/botstate/botstate/driver"
+)
+
+// Conversations, subscriptions, docs, cache values and lists are "plain"
+// items: one value under ns\0key in their bucket, starting with the expiry
+// time, indexed only in the expiry index.
+
+// putPlain stores v (whose first field is next, its expiry) under k and
+// moves the item's expiry index entry.
+func putPlain(tx *bolt.Tx, name []byte, kind byte, k, v []byte, next time.Time) error {
+	b := tx.Bucket(name)
+	var old time.Time
+	if cur := b.Get(k); cur != nil {
+		var err error
+		if old, err = headExpiry(cur); err != nil {
+			return err
+		}
+	}
+	if err := b.Put(k, v); err != nil {
+		return err
+	}
+	return setExpiry(tx, kind, k, old, next)
+}
+
+// deletePlain removes the item under k and its expiry index entry.
+func deletePlain(tx *bolt.Tx, name []byte, kind byte, k []byte) error {
+	b := tx.Bucket(name)
+	cur := b.Get(k)
+	if cur == nil {
+		return nil
+	}
+	old, err := headExpiry(cur)
+	if err != nil {
+		return err
+	}
+	if err := b.Delete(k); err != nil {
+		return err
+	}
+	return setExpiry(tx, kind, k, old, time.Time{})
+}
+
+// ---- conversations ----
+
+func encodeConv(c *driver.Conversation) []byte {
+	en := encoder{b: make([]byte, 0, 32+len(c.Flow)+len(c.State)+len(c.Data))}
+	en.time(c.ExpiresAt)
+	en.uint(uint64(c.Version))
+	en.time(c.UpdatedAt)
+	en.string(c.Flow)
+	en.string(c.State)
+	en.bytes(c.Data)
+	return en.b
+}
+
+func decodeConv(k string, v []byte) (driver.Conversation, error) {
+	d := decoder{b: v}
+	c := driver.Conversation{Key: k}
+	c.ExpiresAt = d.time()
+	c.Version = int64(d.uint())
+	c.UpdatedAt = d.time()
+	c.Flow = d.string()
+	c.State = d.string()
+	c.Data = d.bytes()
+	return c, d.err
+}
+
+// liveConv returns the conversation if it exists at now.
+func liveConv(tx *bolt.Tx, ns, k string, now time.Time) (driver.Conversation, bool, error) {
+	v := tx.Bucket(bConvs).Get(key(ns, k))
+	if v == nil {
+		return driver.Conversation{}, false, nil
+	}
+	c, err := decodeConv(k, v)
+	if err != nil || !driver.Live(c.ExpiresAt, now) {
+		return driver.Conversation{}, false, err
+	}
+	return c, true, nil
+}
+
+// GetConversation implements driver.Conversations.
+func (d *Driver) GetConversation(ctx context.Context, ns, k string, now time.Time) (c driver.Conversation, ok bool, err error) {
+	err = d.read(ctx, func(tx *bolt.Tx) error {
+		c, ok, err = liveConv(tx, ns, k, now)
+		return err
+	})
+	if err != nil {
+		return driver.Conversation{}, false, err
+	}
+	return c, ok, nil
+}
+
+// writeConv applies change to the live conversation (a fresh one when
+// absent), bumps its version and stores it, in one transaction. An error
+// from change is the call's outcome and nothing is written.
+func (d *Driver) writeConv(ctx context.Context, ns string, w driver.ConversationWrite, change func(c *driver.Conversation, existed bool) error) (driver.Conversation, error) {
+	var (
+		out     driver.Conversation
+		outcome error
+	)
+	err := d.write(ctx, func(tx *bolt.Tx) error {
+		out, outcome = driver.Conversation{}, nil
+		cur, existed, err := liveConv(tx, ns, w.Key, w.Now)
+		if err != nil {
+			return err
+		}
+		next := driver.Conversation{Key: w.Key, Data: driver.EmptyObject}
+		if existed {
+			next = cur
+		}
+		if err := change(&next, existed); err != nil {
+			outcome = err
+			return nil
+		}
+		next.Version++
+		next.UpdatedAt, next.ExpiresAt = w.Now, w.ExpiresAt
+		if err := putPlain(tx, bConvs, kConv, key(ns, w.Key), encodeConv(&next), next.ExpiresAt); err != nil {
+			return err
+		}
+		out = next
+		out.Data = driver.Clone(next.Data)
+		return nil
+	})
+	if err != nil {
+		return driver.Conversation{}, err
+	}
+	return out, outcome
+}
+
+// SetConversationState implements driver.Conversations.
+func (d *Driver) SetConversationState(ctx context.Context, ns string, w driver.ConversationWrite, flow string, setFlow bool, state string) (driver.Conversation, error) {
+	return d.writeConv(ctx, ns, w, func(c *driver.Conversation, _ bool) error {
+		if setFlow {
+			c.Flow = flow
+		}
+		c.State = state
+		return nil
+	})
+}
+
+// SetConversationData implements driver.Conversations.
+func (d *Driver) SetConversationData(ctx context.Context, ns string, w driver.ConversationWrite, data []byte) (driver.Conversation, error) {
+	return d.writeConv(ctx, ns, w, func(c *driver.Conversation, _ bool) error {
+		c.Data = data
+		return nil
+	})
+}
+
+// MergeConversationData implements driver.Conversations.
+func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte) (driver.Conversation, error) {
+	return d.writeConv(ctx, ns, w, func(c *driver.Conversation, _ bool) error {
+		merged, err := driver.MergeObjects(c.Data, patch)
+		c.Data = merged
+		return err
+	})
+}
+
+// SwapConversation implements driver.Conversations.
+func (d *Driver) SwapConversation(ctx context.Context, ns string, w driver.ConversationWrite, version int64, next driver.Conversation) (driver.Conversation, error) {
+	return d.writeConv(ctx, ns, w, func(c *driver.Conversation, existed bool) error {
+		if c.Version != version || (!existed && version != 0) {
+			return driver.ErrConflict
+		}
+		c.Flow, c.State, c.Data = next.Flow, next.State, next.Data
+		return nil
+	})
+}
+
+// DeleteConversation implements driver.Conversations.
+func (d *Driver) DeleteConversation(ctx context.Context, ns, k string) error {
+	return d.write(ctx, func(tx *bolt.Tx) error { return deletePlain(tx, bConvs, kConv, key(ns, k)) })
+}
+
+// ---- subscriptions ----
+
+func encodeSub(s *driver.Subscription) []byte {
+	en := encoder{b: make([]byte, 0, 16)}
+	en.time(s.ExpiresAt)
+	en.time(s.CreatedAt)
+	return en.b
+}
+
+func decodeSub(thread string, v []byte) (driver.Subscription, error) {
+	d := decoder{b: v}
+	s := driver.Subscription{Thread: thread}
+	s.ExpiresAt = d.time()
+	s.CreatedAt = d.time()
+	return s, d.err
+}
+
+// Subscribe implements driver.Threads.
+func (d *Driver) Subscribe(ctx context.Context, ns, thread string, now, expiresAt time.Time) error {
+	return d.write(ctx, func(tx *bolt.Tx) error {
+		k := key(ns, thread)
+		s := driver.Subscription{Thread: thread, CreatedAt: now, ExpiresAt: expiresAt}
+		if v := tx.Bucket(bSubs).Get(k); v != nil {
+			cur, err := decodeSub(thread, v)
+			if err != nil {
+				return err
+			}
+			if driver.Live(cur.ExpiresAt, now) {
+				s.CreatedAt = cur.CreatedAt
+			}
+		}
+		return putPlain(tx, bSubs, kSub, k, encodeSub(&s), expiresAt)
+	})
+}
+
+// Unsubscribe implements driver.Threads.
+func (d *Driver) Unsubscribe(ctx context.Context, ns, thread string) error {
+	return d.write(ctx, func(tx *bolt.Tx) error { return deletePlain(tx, bSubs, kSub, key(ns, thread)) })
+}
+
+// IsSubscribed implements driver.Threads.
+func (d *Driver) IsSubscribed(ctx context.Context, ns, thread string, now time.Time) (bool, error) {
+	var live bool
+	err := d.read(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bSubs).Get(key(ns, thread))
+		if v == nil {
+			return nil
+		}
+		exp, err := headExpiry(v)
+		live = err == nil && driver.Live(exp, now)
+		return err
+	})
+	return live && err == nil, err
+}
+
+// ListSubscriptions implements driver.Threads. Keys are stored in thread
+// order, so this is one range scan from after.
+func (d *Driver) ListSubscriptions(ctx context.Context, ns, after string, limit int, now time.Time) ([]driver.Subscription, error) {
+	var out []driver.Subscription
+	err := d.read(ctx, func(tx *bolt.Tx) error {
+		out = nil
+		p := prefix(ns)
+		c := tx.Bucket(bSubs).Cursor()
+		for k, v := c.Seek(key(ns, after)); k != nil && bytes.HasPrefix(k, p) && len(out) < limit; k, v = c.Next() {
+			thread := string(k[len(p):])
+			if thread <= after {
+				continue
+			}
+			s, err := decodeSub(thread, v)
+			if err != nil {
+				return err
+			}
+			if driver.Live(s.ExpiresAt, now) {
+				out = append(out, s)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ---- thread and channel docs ----
+
+func docBucket(scope driver.Scope) ([]byte, byte, error) {
+	switch scope {
+	case driver.ScopeThread:
+		return bThreadDocs, kThreadDoc, nil
+	case driver.ScopeChannel:
+		return bChannelDocs, kChannelDoc, nil
+	}
+	return nil, 0, fmt.Errorf("file: unknown doc scope %d: %w", scope, driver.ErrInvalidArgument)
+}
+
+func encodeDoc(v *driver.Doc) []byte {
+	en := encoder{b: make([]byte, 0, 16+len(v.Data))}
+	en.time(v.ExpiresAt)
+	en.time(v.UpdatedAt)
+	en.bytes(v.Data)
+	return en.b
+}
+
+func decodeDoc(id string, v []byte) (driver.Doc, error) {
+	d := decoder{b: v}
+	doc := driver.Doc{ID: id}
+	doc.ExpiresAt = d.time()
+	doc.UpdatedAt = d.time()
+	doc.Data = d.bytes()
+	return doc, d.err
+}
+
+func liveDoc(tx *bolt.Tx, name []byte, ns, id string, now time.Time) (driver.Doc, bool, error) {
+	v := tx.Bucket(name).Get(key(ns, id))
+	if v == nil {
+		return driver.Doc{}, false, nil
+	}
+	doc, err := decodeDoc(id, v)
+	if err != nil || !driver.Live(doc.ExpiresAt, now) {
+		return driver.Doc{}, false, err
+	}
+	return doc, true, nil
+}
+
+// GetDoc implements driver.Threads.
+func (d *Driver) GetDoc(ctx context.Context, ns string, scope driver.Scope, id string, now time.Time) (doc driver.Doc, ok bool, err error) {
+	name, _, err := docBucket(scope)
+	if err != nil {
+		return driver.Doc{}, false, err
+	}
+	err = d.read(ctx, func(tx *bolt.Tx) error {
+		doc, ok, err = liveDoc(tx, name, ns, id, now)
+		return err
+	})
+	if err != nil {
+		return driver.Doc{}, false, err
+	}
+	return doc, ok, nil
+}
+
+// PutDoc implements driver.Threads.
+func (d *Driver) PutDoc(ctx context.Context, ns string, scope driver.Scope, id string, data []byte, now, expiresAt time.Time) error {
+	name, kind, err := docBucket(scope)
+	if err != nil {
+		return err
+	}
+	doc := driver.Doc{ID: id, Data: data, UpdatedAt: now, ExpiresAt: expiresAt}
+	return d.write(ctx, func(tx *bolt.Tx) error {
+		return putPlain(tx, name, kind, key(ns, id), encodeDoc(&doc), expiresAt)
+	})
+}
+
+// MergeDoc implements driver.Threads.
+func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, now, expiresAt time.Time) (driver.Doc, error) {
+	name, kind, err := docBucket(scope)
+	if err != nil {
+		return driver.Doc{}, err
+	}
+	var (
+		out     driver.Doc
+		outcome error
+	)
+	err = d.write(ctx, func(tx *bolt.Tx) error {
+		out, outcome = driver.Doc{}, nil
+		cur, _, err := liveDoc(tx, name, ns, id, now)
+		if err != nil {
+			return err
+		}
+		merged, err := driver.MergeObjects(cur.Data, patch)
+		if err != nil {
+			outcome = err
+			return nil
+		}
+		doc := driver.Doc{ID: id, Data: merged, UpdatedAt: now, ExpiresAt: expiresAt}
+		if err := putPlain(tx, name, kind, key(ns, id), encodeDoc(&doc), expiresAt); err != nil {
+			return err
+		}
+		out = doc
+		return nil
+	})
+	if err != nil {
+		return driver.Doc{}, err
+	}
+	return out, outcome
+}
+
+// DeleteDoc implements driver.Threads.
+func (d *Driver) DeleteDoc(ctx context.Context, ns string, scope driver.Scope, id string) error {
+	name, kind, err := docBucket(scope)
+	if err != nil {
+		return err
+	}
+	return d.write(ctx, func(tx *bolt.Tx) error { return deletePlain(tx, name, kind, key(ns, id)) })
+}
+
+// ---- cache ----
+
+func encodeValue(v []byte, expiresAt time.Time) []byte {
+	en := encoder{b: make([]byte, 0, 12+len(v))}
+	en.time(expiresAt)
+	en.bytes(v)
+	return en.b
+}
+
+func decodeValue(v []byte) ([]byte, time.Time, error) {
+	d := decoder{b: v}
+	exp := d.time()
+	val := d.bytes()
+	return val, exp, d.err
+}
+
+func encodeList(vals [][]byte, expiresAt time.Time) []byte {
+	n := 12
+	for _, v := range vals {
+		n += len(v) + 3
+	}
+	en := encoder{b: make([]byte, 0, n)}
+	en.time(expiresAt)
+	en.uint(uint64(len(vals)))
+	for _, v := range vals {
+		en.bytes(v)
+	}
+	return en.b
+}
+
+func decodeList(v []byte) ([][]byte, time.Time, error) {
+	d := decoder{b: v}
+	exp := d.time()
+	n := d.count()
+	vals := make([][]byte, n)
+	for i := range vals {
+		vals[i] = d.bytes()
+	}
+	return vals, exp, d.err
+}
+
+// CacheGet implements driver.Threads.
+func (d *Driver) CacheGet(ctx context.Context, ns, k string, now time.Time) ([]byte, bool, error) {
+	var (
+		val  []byte
+		live bool
+	)
+	err := d.read(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bCache).Get(key(ns, k))
+		if v == nil {
+			return nil
+		}
+		var exp time.Time
+		var err error
+		val, exp, err = decodeValue(v)
+		live = err == nil && driver.Live(exp, now)
+		return err
+	})
+	if err != nil || !live {
+		return nil, false, err
+	}
+	return val, true, nil
+}
+
+// CacheSet implements driver.Threads.
+func (d *Driver) CacheSet(ctx context.Context, ns, k string, val []byte, now, expiresAt time.Time, onlyIfAbsent bool) (bool, error) {
+	var wrote bool
+	err := d.write(ctx, func(tx *bolt.Tx) error {
+		wrote = false
+		bk := key(ns, k)
+		if onlyIfAbsent {
+			if v := tx.Bucket(bCache).Get(bk); v != nil {
+				exp, err := headExpiry(v)
+				if err != nil || driver.Live(exp, now) {
+					return err
+				}
+			}
+		}
+		if err := putPlain(tx, bCache, kCacheValue, bk, encodeValue(val, expiresAt), expiresAt); err != nil {
+			return err
+		}
+		wrote = true
+		return nil
+	})
+	return wrote && err == nil, err
+}
+
+// CacheDelete implements driver.Threads.
+func (d *Driver) CacheDelete(ctx context.Context, ns, k string) error {
+	return d.write(ctx, func(tx *bolt.Tx) error {
+		bk := key(ns, k)
+		if err := deletePlain(tx, bCache, kCacheValue, bk); err != nil {
+			return err
+		}
+		return deletePlain(tx, bLists, kCacheList, bk)
+	})
+}
+
+// ListAppend implements driver.Threads.
+func (d *Driver) ListAppend(ctx context.Context, ns, k string, val []byte, maxLen int, now, expiresAt time.Time) (int, error) {
+	var n int
+	err := d.write(ctx, func(tx *bolt.Tx) error {
+		n = 0
+		bk := key(ns, k)
+		var vals [][]byte
+		if v := tx.Bucket(bLists).Get(bk); v != nil {
+			cur, exp, err := decodeList(v)
+			if err != nil {
+				return err
+			}
+			if driver.Live(exp, now) {
+				vals = cur
+			}
+		}
+		vals = append(vals, val)
+		if len(vals) > maxLen {
+			vals = vals[len(vals)-max(maxLen, 0):]
+		}
+		if err := putPlain(tx, bLists, kCacheList, bk, encodeList(vals, expiresAt), expiresAt); err != nil {
+			return err
+		}
+		n = len(vals)
+		return nil
+	})
+	return n, err
+}
+
+// ListRange implements driver.Threads.
+func (d *Driver) ListRange(ctx context.Context, ns, k string, now time.Time) ([][]byte, error) {
+	var out [][]byte
+	err := d.read(ctx, func(tx *bolt.Tx) error {
+		out = nil
+		v := tx.Bucket(bLists).Get(key(ns, k))
+		if v == nil {
+			return nil
+		}
+		vals, exp, err := decodeList(v)
+		if err == nil && driver.Live(exp, now) {
+			out = vals
+		}
+		return err
+	})
+	return out, err
+}
+
+// ---- locks ----
+
+func encodeLock(st *driver.LockState) []byte {
+	en := encoder{b: make([]byte, 0, 64)}
+	en.time(st.ExpiresAt)
+	en.uint(st.Fence)
+	en.uint(uint64(len(st.Holders)))
+	for _, h := range st.Holders {
+		en.string(h.Owner)
+		en.uint(h.Token)
+		en.time(h.AcquiredAt)
+		en.time(h.ExpiresAt)
+	}
+	en.uint(uint64(len(st.Pending)))
+	for _, e := range st.Pending {
+		en.bytes(e.Payload)
+		en.time(e.EnqueuedAt)
+		en.time(e.ExpiresAt)
+	}
+	return en.b
+}
+
+func decodeLock(k string, v []byte) (driver.LockState, error) {
+	d := decoder{b: v}
+	st := driver.LockState{Key: k}
+	st.ExpiresAt = d.time()
+	st.Fence = d.uint()
+	if n := d.count(); n > 0 {
+		st.Holders = make([]driver.Holder, n)
+		for i := range st.Holders {
+			h := &st.Holders[i]
+			h.Owner = d.string()
+			h.Token = d.uint()
+			h.AcquiredAt = d.time()
+			h.ExpiresAt = d.time()
+		}
+	}
+	if n := d.count(); n > 0 {
+		st.Pending = make([]driver.Entry, n)
+		for i := range st.Pending {
+			e := &st.Pending[i]
+			e.Payload = d.bytes()
+			e.EnqueuedAt = d.time()
+			e.ExpiresAt = d.time()
+		}
+	}
+	return st, d.err
+}
+
+// lockReapAt is when the reaper may drop a lock record: its idle expiry
+// when it is idle; when busy, lockGrace after the last of its holders and
+// entries lapses (never, if one of them never does).
+func lockReapAt(st *driver.LockState) time.Time {
+	if driver.LockIdle(st) {
+		return st.ExpiresAt
+	}
+	var last time.Time
+	for _, h := range st.Holders {
+		if h.ExpiresAt.IsZero() {
+			return time.Time{}
+		}
+		if h.ExpiresAt.After(last) {
+			last = h.ExpiresAt
+		}
+	}
+	for _, e := range st.Pending {
+		if e.ExpiresAt.IsZero() {
+			return time.Time{}
+		}
+		if e.ExpiresAt.After(last) {
+			last = e.ExpiresAt
+		}
+	}
+	return last.Add(lockGrace)
+}
+
+// withLock runs fn on the lock record of k (a fresh one when absent) in one
+// transaction, and stores the result, dropping the record when it ends idle
+// and expired. An error from fn is the call's outcome and nothing is
+// written; fn must set its own results afresh on every run.
+func (d *Driver) withLock(ctx context.Context, ns, k string, now time.Time, fn func(st *driver.LockState) error) error {
+	var outcome error
+	err := d.write(ctx, func(tx *bolt.Tx) error {
+		outcome = nil
+		b := tx.Bucket(bLocks)
+		bk := key(ns, k)
+		st := driver.LockState{Key: k}
+		var old time.Time
+		stored := false
+		if v := b.Get(bk); v != nil {
+			var err error
+			if st, err = decodeLock(k, v); err != nil {
+				return err
+			}
+			old, stored = lockReapAt(&st), true
+		}
+		if err := fn(&st); err != nil {
+			outcome = err
+			return nil
+		}
+		if driver.LockIdle(&st) && !driver.Live(st.ExpiresAt, now) {
+			if !stored {
+				return nil
+			}
+			if err := b.Delete(bk); err != nil {
+				return err
+			}
+			return setExpiry(tx, kLock, bk, old, time.Time{})
+		}
+		if err := b.Put(bk, encodeLock(&st)); err != nil {
+			return err
+		}
+		return setExpiry(tx, kLock, bk, old, lockReapAt(&st))
+	})
+	if err != nil {
+		return err
+	}
+	return outcome
+}
+
+// reapLock drops the lock record under bk if nothing live is left in it at
+// now; otherwise it stores the record pruned and indexes it again.
+func reapLock(tx *bolt.Tx, bk []byte, now time.Time) error {
+	_, k, ok := splitNS(bk)
+	if !ok {
+		return nil
+	}
+	b := tx.Bucket(bLocks)
+	v := b.Get(bk)
+	if v == nil {
+		return nil
+	}
+	st, err := decodeLock(k, v)
+	if err != nil {
+		return err
+	}
+	old := lockReapAt(&st)
+	driver.PruneLock(&st, now)
+	if driver.LockIdle(&st) && (st.ExpiresAt.IsZero() || !driver.Live(st.ExpiresAt, now)) {
+		if err := b.Delete(bk); err != nil {
+			return err
+		}
+		return setExpiry(tx, kLock, bk, old, time.Time{})
+	}
+	if err := b.Put(bk, encodeLock(&st)); err != nil {
+		return err
+	}
+	return setExpiry(tx, kLock, bk, old, lockReapAt(&st))
+}
+
+// Acquire implements driver.Locks.
+func (d *Driver) Acquire(ctx context.Context, ns string, r driver.AcquireRequest) (rep driver.AcquireReply, err error) {
+	err = d.withLock(ctx, ns, r.Key, r.Now, func(st *driver.LockState) error {
+		rep = driver.ApplyAcquire(st, r)
+		return nil
+	})
+	if err != nil {
+		return driver.AcquireReply{}, err
+	}
+	return rep, nil
+}
+
+// ExtendLock implements driver.Locks.
+func (d *Driver) ExtendLock(ctx context.Context, ns, k string, token uint64, now, expiresAt time.Time) (h driver.Holder, err error) {
+	err = d.withLock(ctx, ns, k, now, func(st *driver.LockState) error {
+		var err error
+		h, err = driver.ApplyExtend(st, token, now, expiresAt)
+		return err
+	})
+	if err != nil {
+		return driver.Holder{}, err
+	}
+	return h, nil
+}
+
+// ReleaseLock implements driver.Locks.
+func (d *Driver) ReleaseLock(ctx context.Context, ns, k string, token uint64, now, idle time.Time) (es []driver.Entry, err error) {
+	err = d.withLock(ctx, ns, k, now, func(st *driver.LockState) error {
+		var err error
+		es, err = driver.ApplyRelease(st, token, now, idle)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return es, nil
+}
+
+// ForceReleaseLock implements driver.Locks.
+func (d *Driver) ForceReleaseLock(ctx context.Context, ns, k string, now, idle time.Time) (es []driver.Entry, err error) {
+	err = d.withLock(ctx, ns, k, now, func(st *driver.LockState) error {
+		es = driver.ApplyForceRelease(st, now, idle)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return es, nil
+}
+
+// HandoverLock implements driver.Locks.
+func (d *Driver) HandoverLock(ctx context.Context, ns, k string, token uint64, now, expiresAt, idle time.Time) (next *driver.Entry, h driver.Holder, held bool, err error) {
+	err = d.withLock(ctx, ns, k, now, func(st *driver.LockState) error {
+		var err error
+		next, h, held, err = driver.ApplyHandover(st, token, now, expiresAt, idle)
+		return err
+	})
+	if err != nil {
+		return nil, driver.Holder{}, false, err
+	}
+	return next, h, held, nil
+}
+
+// InspectLock implements driver.Locks.
+func (d *Driver) InspectLock(ctx context.Context, ns, k string, now time.Time) (driver.LockState, bool, error) {
+	var (
+		st driver.LockState
+		ok bool
+	)
+	err := d.read(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bLocks).Get(key(ns, k))
+		if v == nil {
+			return nil
+		}
+		var err error
+		if st, err = decodeLock(k, v); err != nil {
+			return err
+		}
+		driver.PruneLock(&st, now)
+		ok = !driver.LockIdle(&st) || driver.Live(st.ExpiresAt, now)
+		return nil
+	})
+	if err != nil || !ok {
+		return driver.LockState{}, false, err
+	}
+	return st, true, nil
+}
