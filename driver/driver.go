@@ -124,7 +124,9 @@ const (
 	ClaimCompleted ClaimOutcome = 3
 )
 
-// ClaimReply is the outcome and the event as it stands after the call.
+// ClaimReply is the outcome and the event as it stands after the call. The
+// portable layer reads only Event.Attempts and, when completed, Event.Result,
+// so a backend may leave the other fields of Event empty.
 type ClaimReply struct {
 	Outcome ClaimOutcome
 	Event   Event

@@ -183,10 +183,14 @@ func (d *Driver) ClaimEvent(_ context.Context, ns string, r driver.ClaimRequest)
 		if found {
 			*cur = next
 		} else {
-			seq = d.insertEvent(s, k, &next, r.Limit)
+			stored := next // a heap copy only on insert, not on every call
+			seq = d.insertEvent(s, k, &stored, r.Limit)
 		}
 	}
-	rep.Event = copyEvent(&rep.Event)
+	rep.Event = driver.Event{Key: r.Key, Status: rep.Event.Status, Attempts: rep.Event.Attempts}
+	if rep.Outcome == driver.ClaimCompleted {
+		rep.Event.Result = driver.Clone(cur.Result)
+	}
 	s.mu.Unlock()
 	if seq != 0 {
 		d.noteInsert(ns, r.Key, seq, r.Limit)
