@@ -207,7 +207,7 @@ func (e *LockedError) Error() string {
 func (e *LockedError) Unwrap() error { return driver.ErrUnavailable }
 
 func open(o options, cfg driver.Config) (*Driver, error) {
-	db, err := bolt.Open(o.path, 0o600, &bolt.Options{Timeout: o.timeout, NoSync: o.noSync, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(o.path, 0o600, &bolt.Options{Timeout: o.timeout, NoSync: o.noSync, FreelistType: bolt.FreelistArrayType})
 	if errors.Is(err, berrors.ErrTimeout) {
 		abs, _ := filepath.Abs(o.path)
 		return nil, &LockedError{Path: abs, Wait: o.timeout}
