@@ -3,9 +3,9 @@ package file
 import (
 	"context"
 	"encoding/binary"
-	"os"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
