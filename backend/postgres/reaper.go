@@ -1,0 +1,86 @@
+package postgres
+
+import (
+	"context"
+	"strconv"
+	"time"
+)
+
+// reapedTables lists every table with an expires_at column. Locks are
+// reaped only when idle (busy records have no expires_at), and their
+// lapsed entries separately.
+var reapedTables = []string{"events", "conversations", "subscriptions", "thread_state", "channel_state",
+	"cache_values", "cache_lists", "locks", "lock_entries", "alerts", "issues"}
+
+// reapSQL deletes up to reapBatch expired rows of a table. The rows are
+// found by ctid and locked with SKIP LOCKED, so the statement is short,
+// never waits for a row someone is writing, and several replicas reaping at
+// once do not queue behind each other. The outer condition is checked again
+// on the latest row version, so a row renewed meanwhile stays.
+func reapSQL(table string) string {
+	return `DELETE FROM ` + table + ` WHERE ctid = ANY (ARRAY(
+		SELECT ctid FROM ` + table + ` WHERE expires_at <= $1 LIMIT ` + strconv.Itoa(reapBatch) + ` FOR UPDATE SKIP LOCKED))
+		AND expires_at <= $1`
+}
+
+var reapStatements = func() []string {
+	out := make([]string, len(reapedTables))
+	for i, t := range reapedTables {
+		out[i] = reapSQL(t)
+	}
+	return out
+}()
+
+// reaper deletes expired rows every interval until ctx ends.
+func (d *Driver) reaper(ctx context.Context, every time.Duration) {
+	defer close(d.reapDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			// Errors (the server restarting, say) are left for the next
+			// round: reads never depend on the reaper.
+			d.Reap(ctx, d.reapTime()) //nolint:errcheck
+		}
+	}
+}
+
+// reapTime is the instant the reaper deletes up to: the store's clock, but
+// never later than the real time. Other stores share these tables, and a
+// store whose clock runs ahead (a test's fake clock) must not delete rows
+// that another store's clock still sees as live.
+func (d *Driver) reapTime() time.Time {
+	now, real := d.clock(), time.Now()
+	if now.After(real) {
+		return real
+	}
+	return now
+}
+
+// Reap deletes every row that expired at or before now, in batches of at
+// most reapBatch rows per statement, and returns how many it deleted. The
+// background reaper calls it; reads never depend on it.
+func (d *Driver) Reap(ctx context.Context, now time.Time) (int64, error) {
+	var total int64
+	for _, sql := range reapStatements {
+		for {
+			var n int64
+			err := d.run(ctx, func() error {
+				tag, err := d.pool.Exec(ctx, sql, now)
+				n = tag.RowsAffected()
+				return err
+			})
+			if err != nil {
+				return total, err
+			}
+			total += n
+			if n < reapBatch {
+				break
+			}
+		}
+	}
+	return total, nil
+}
