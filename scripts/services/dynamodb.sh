@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# DynamoDB Local for the dynamodb backend's tests.
+#
+#   dynamodb.sh start DIR   fetch DynamoDB Local if it is not cached, run it
+#                           in memory on a free loopback port, and write
+#                           "export BOTSTATE_DYNAMODB_URL=..." to DIR/env
+#   dynamodb.sh stop DIR    stop it and remove DIR's files
+#
+# AWS ships DynamoDB Local inside the npm package amplify-dynamodb-simulator
+# (under package/emulator/), so it comes from the npm registry like any
+# package; the extracted emulator is cached under
+# ${XDG_CACHE_HOME:-~/.cache}/botstate/dynamodb-local so later runs skip the
+# download. It runs on the machine's Java; a headless JRE is installed from
+# Debian's packages when java is missing.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
+
+cmd=${1:-}
+dir=${2:-}
+if [ -z "$cmd" ] || [ -z "$dir" ]; then
+  echo "usage: $0 start|stop DIR" >&2
+  exit 2
+fi
+
+cache="${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/botstate/dynamodb-local"
+
+# fetch makes sure $cache holds DynamoDBLocal.jar and its libraries. It
+# unpacks into a temporary directory and renames it into place, so two runs
+# fetching at once never see a half-extracted emulator.
+fetch() {
+  [ -f "$cache/DynamoDBLocal.jar" ] && return 0
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  mkdir -p "$(dirname "$cache")"
+  local tmp
+  tmp=$(mktemp -d "$(dirname "$cache")/fetch.XXXXXX")
+  (
+    cd "$tmp"
+    npm pack --silent amplify-dynamodb-simulator >/dev/null
+    tar xzf amplify-dynamodb-simulator-*.tgz package/emulator
+  )
+  if [ ! -f "$tmp/package/emulator/DynamoDBLocal.jar" ]; then
+    echo "dynamodb.sh: the npm package holds no package/emulator/DynamoDBLocal.jar" >&2
+    rm -rf "$tmp"
+    return 1
+  fi
+  if ! mv -T "$tmp/package/emulator" "$cache" 2>/dev/null; then
+    # Another run put it in place first.
+    [ -f "$cache/DynamoDBLocal.jar" ] || { rm -rf "$tmp"; return 1; }
+  fi
+  rm -rf "$tmp"
+}
+
+start() {
+  mkdir -p "$dir"
+  command -v java >/dev/null 2>&1 || apt_install default-jre-headless
+  fetch
+  local port
+  port=$(free_port)
+  # -sharedDb: one database whatever the credentials and region a client
+  # signs with. The heap cap keeps it a good neighbour on a small machine.
+  (
+    cd "$cache"
+    exec java -Xmx512m -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
+      -inMemory -sharedDb -port "$port"
+  ) >"$dir/dynamodb.log" 2>&1 &
+  echo $! >"$dir/pid"
+  if ! wait_port "$port" 60; then
+    cat "$dir/dynamodb.log" >&2
+    stop
+    return 1
+  fi
+  echo "export BOTSTATE_DYNAMODB_URL='dynamodb://botstate-test?endpoint=http://127.0.0.1:$port&region=us-east-1&create=1'" >"$dir/env"
+  echo "DynamoDB Local on 127.0.0.1:$port (pid $(cat "$dir/pid"))"
+}
+
+stop() {
+  if [ -f "$dir/pid" ]; then
+    local pid
+    pid=$(cat "$dir/pid")
+    if kill "$pid" 2>/dev/null; then
+      for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$dir/pid" "$dir/env" "$dir/dynamodb.log"
+}
+
+case "$cmd" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+esac
