@@ -1,0 +1,966 @@
+package redis
+
+import "github.com/redis/rueidis"
+
+// The Lua scripts. Each driver method that takes more than one command is
+// exactly one of these, run with EVALSHA (falling back to EVAL once per
+// server after a restart or SCRIPT FLUSH), so Redis runs it atomically.
+//
+// Conventions shared with Go:
+//   - times are microseconds since the epoch as decimal strings, "0" for
+//     the zero time (never); a thing is live at now when its expiry is 0 or
+//     after now (driver.Live);
+//   - records are packed as length-prefixed fields ("3:abc0:") by pack in
+//     Go and pk/unpk here, so payloads never pass through cjson;
+//   - expiries given to Redis (PEXPIREAT, SET PXAT) are the call's absolute
+//     ExpiresAt rounded up to the millisecond: native expiry is garbage
+//     collection only, never earlier than what the call's clock decides;
+//   - keys built inside a script (an index member's item key) share the
+//     declared keys' hash tag, so they are in the same slot.
+const prelude = `
+local function unpk(s)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = string.find(s, ':', i, true)
+    local l = tonumber(string.sub(s, i, c - 1))
+    out[#out + 1] = string.sub(s, c + 1, c + l)
+    i = c + l + 1
+  end
+  return out
+end
+local function pk(t)
+  local parts = {}
+  for k = 1, #t do
+    local v = t[k]
+    parts[k] = #v .. ':' .. v
+  end
+  return table.concat(parts)
+end
+local function fmt(n)
+  return string.format('%d', n)
+end
+local function live(x, now)
+  return x == 0 or x > now
+end
+local function msat(us)
+  return fmt(math.ceil(us / 1000))
+end
+-- far future for index keys holding members that never expire, so that
+-- PEXPIREAT GT keeps working on them
+local FAR = 253402300799000
+-- set_expiry gives key the absolute expiry us (0: none).
+local function set_expiry(key, us)
+  if us == 0 then
+    redis.call('PERSIST', key)
+  else
+    redis.call('PEXPIREAT', key, msat(us))
+  end
+end
+-- raise_expiry makes key live at least until us (0: far future): indexes
+-- must outlive every member they hold.
+local function raise_expiry(key, us)
+  local ms = FAR
+  if us ~= 0 then ms = math.ceil(us / 1000) end
+  ms = fmt(ms)
+  if redis.call('PEXPIREAT', key, ms, 'GT') == 0 then
+    redis.call('PEXPIREAT', key, ms, 'NX')
+  end
+end
+local function score(us)
+  if us == '0' then return '+inf' end
+  return us
+end
+local function set_value(key, v, us)
+  if us == '0' then
+    redis.call('SET', key, v)
+  else
+    redis.call('SET', key, v, 'PXAT', msat(tonumber(us)))
+  end
+end
+local function push_chunks(cmd, key, list)
+  local i = 1
+  while i <= #list do
+    local j = math.min(i + 999, #list)
+    redis.call(cmd, key, unpack(list, i, j))
+    i = j + 1
+  end
+end
+local function bless(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local function lp(s)
+  return #s .. ':' .. s
+end
+-- server_now is the server's clock in microseconds: garbage collection
+-- for calls that carry no now follows Redis's clock, as native expiry does.
+local function server_now()
+  local t = redis.call('TIME')
+  return fmt(tonumber(t[1]) * 1000000 + tonumber(t[2]))
+end
+local function succ(p)
+  return string.sub(p, 1, -2) .. string.char(string.byte(p, -1) + 1)
+end
+`
+
+func script(body string) *rueidis.Lua { return rueidis.NewLuaScript(prelude + body) }
+
+// ---- events --------------------------------------------------------------------
+//
+// KEYS for every event script: [1] the event's value, [2] pending (zset by
+// CreatedAt), [3] claims (zset by LeaseUntil), [4] exp (zset by ExpiresAt),
+// [5] order (zset by insertion seq, for the event limit), [6] seq.
+// An event value is pk{status, attempts, createdAt, leaseUntil, expiresAt,
+// token, payload, result}.
+
+const eventLib = `
+local EV = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[2])
+local function ev_drop(m)
+  redis.call('DEL', EV .. m)
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('ZREM', KEYS[3], m)
+  redis.call('ZREM', KEYS[4], m)
+  redis.call('ZREM', KEYS[5], m)
+end
+-- ev_gc drops a few events whose window ended, so indexes stay bounded.
+local function ev_gc(now)
+  local dead = redis.call('ZRANGE', KEYS[4], '-inf', now, 'BYSCORE', 'LIMIT', 0, 16)
+  for _, m in ipairs(dead) do ev_drop(m) end
+end
+-- ev_insert stores a new event (replacing a lapsed one) with its indexes,
+-- and evicts the oldest keys past the limit.
+local function ev_insert(now, m, v, created, lease, exp, limit, replacing)
+  set_value(KEYS[1], v, exp)
+  local e = tonumber(exp)
+  redis.call('ZADD', KEYS[2], created, m)
+  raise_expiry(KEYS[2], e)
+  if lease ~= '' then
+    redis.call('ZADD', KEYS[3], lease, m)
+    raise_expiry(KEYS[3], e)
+  elseif replacing then
+    redis.call('ZREM', KEYS[3], m)
+  end
+  redis.call('ZADD', KEYS[4], score(exp), m)
+  raise_expiry(KEYS[4], e)
+  if limit > 0 then
+    local seq = redis.call('INCR', KEYS[6])
+    redis.call('ZADD', KEYS[5], seq, m)
+    local n = redis.call('ZCARD', KEYS[5])
+    while n > limit do
+      local v = redis.call('ZPOPMIN', KEYS[5])
+      ev_drop(v[1])
+      n = n - 1
+    end
+    raise_expiry(KEYS[5], e)
+    raise_expiry(KEYS[6], e)
+  elseif replacing then
+    redis.call('ZREM', KEYS[5], m)
+  end
+  ev_gc(ARGV[1])
+end
+`
+
+// ARGV: [1] now, [2] key, [3] packed new event, [4] expiresAt, [5] limit.
+// Reply: {1} inserted, {0} present.
+var recordScript = script(eventLib + `
+local now = tonumber(ARGV[1])
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local r = unpk(cur)
+  if live(tonumber(r[5]), now) then return {0} end
+end
+ev_insert(now, ARGV[2], ARGV[3], ARGV[1], '', ARGV[4], tonumber(ARGV[5]), cur ~= false)
+return {1}
+`)
+
+// ARGV: [1] now, [2] key, [3] packed new event, [4] expiresAt, [5] limit,
+// [6] token, [7] leaseUntil, [8] existing ("1": Reclaim).
+// Reply: {outcome} when a new event was inserted (Go built it), else
+// {outcome, value}; outcome 0 is "absent" for a Reclaim.
+var claimScript = script(eventLib + `
+local now = tonumber(ARGV[1])
+local cur = redis.call('GET', KEYS[1])
+local r
+if cur then
+  r = unpk(cur)
+  if not live(tonumber(r[5]), now) then r = nil end
+end
+if not r then
+  if ARGV[8] == '1' then return {0} end
+  ev_insert(now, ARGV[2], ARGV[3], ARGV[1], ARGV[7], ARGV[4], tonumber(ARGV[5]), cur ~= false)
+  return {1}
+end
+local st = r[1]
+if st == '4' then return {3, cur} end
+if st == '1' or (st == '2' and tonumber(r[4]) > now) then return {2, cur} end
+r[1] = '2'
+r[2] = fmt(tonumber(r[2]) + 1)
+r[4] = ARGV[7]
+r[5] = ARGV[4]
+r[6] = ARGV[6]
+local v = pk(r)
+set_value(KEYS[1], v, ARGV[4])
+local e = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[2], r[3], ARGV[2])
+raise_expiry(KEYS[2], e)
+redis.call('ZADD', KEYS[3], ARGV[7], ARGV[2])
+raise_expiry(KEYS[3], e)
+redis.call('ZADD', KEYS[4], score(ARGV[4]), ARGV[2])
+raise_expiry(KEYS[4], e)
+if redis.call('ZSCORE', KEYS[5], ARGV[2]) then
+  raise_expiry(KEYS[5], e)
+  raise_expiry(KEYS[6], e)
+end
+return {1, v}
+`)
+
+// ARGV: [1] now, [2] key, [3] token, [4] "1" complete / "0" release,
+// [5] result, [6] expiresAt. Reply: {1} done, {0} not the owner.
+var finishScript = script(eventLib + `
+local now = tonumber(ARGV[1])
+local cur = redis.call('GET', KEYS[1])
+if not cur then return {0} end
+local r = unpk(cur)
+if not live(tonumber(r[5]), now) or r[1] ~= '2' or r[6] ~= ARGV[3] then return {0} end
+r[6] = ''
+r[4] = '0'
+if ARGV[4] == '1' then
+  r[1] = '4'
+  r[8] = ARGV[5]
+  r[5] = ARGV[6]
+  set_value(KEYS[1], pk(r), ARGV[6])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  local e = tonumber(ARGV[6])
+  redis.call('ZADD', KEYS[4], score(ARGV[6]), ARGV[2])
+  raise_expiry(KEYS[4], e)
+  if redis.call('ZSCORE', KEYS[5], ARGV[2]) then
+    raise_expiry(KEYS[5], e)
+    raise_expiry(KEYS[6], e)
+  end
+else
+  r[1] = '3'
+  redis.call('SET', KEYS[1], pk(r), 'KEEPTTL')
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+return {1}
+`)
+
+// ARGV: [1] unused, [2] key.
+var forgetScript = script(eventLib + `
+ev_drop(ARGV[2])
+return {1}
+`)
+
+// KEYS[1] is the namespace's event key prefix with ARGV[2] empty, so EV is
+// the prefix itself. ARGV: [1] now, [2] "", [3] limit.
+// Reply: key, value pairs of pending events, oldest CreatedAt first, ties by
+// key (the zset's own order: score, then member bytewise).
+var pendingScript = script(eventLib + `
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[3])
+local out = {}
+local start = 0
+while #out < 2 * limit do
+  local ms = redis.call('ZRANGE', KEYS[2], start, start + 99)
+  if #ms == 0 then break end
+  local removed = 0
+  for _, m in ipairs(ms) do
+    local v = redis.call('GET', EV .. m)
+    local r
+    if v then r = unpk(v) end
+    if not r or not live(tonumber(r[5]), now) then
+      ev_drop(m)
+      removed = removed + 1
+    elseif r[1] ~= '4' then
+      out[#out + 1] = m
+      out[#out + 1] = v
+      if #out >= 2 * limit then break end
+    end
+  end
+  start = start + #ms - removed
+end
+return out
+`)
+
+// As pendingScript, for claims whose lease ended at or before now.
+var expiredScript = script(eventLib + `
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[3])
+local ms = redis.call('ZRANGE', KEYS[3], '-inf', ARGV[1], 'BYSCORE')
+local c = {}
+for _, m in ipairs(ms) do
+  local v = redis.call('GET', EV .. m)
+  local r
+  if v then r = unpk(v) end
+  if not r or not live(tonumber(r[5]), now) then
+    ev_drop(m)
+  elseif r[1] == '2' and tonumber(r[4]) <= now then
+    c[#c + 1] = {tonumber(r[3]), m, v}
+  else
+    redis.call('ZREM', KEYS[3], m)
+  end
+end
+table.sort(c, function(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return bless(a[2], b[2])
+end)
+local out = {}
+for i = 1, math.min(limit, #c) do
+  out[#out + 1] = c[i][2]
+  out[#out + 1] = c[i][3]
+end
+return out
+`)
+
+// ARGV: [1] unused, [2] key, [3] packed event, [4] status, [5] createdAt,
+// [6] leaseUntil, [7] expiresAt. Snapshot import: replaces the event; it does
+// not count toward the event limit (as in every backend).
+var importEventScript = script(eventLib + `
+set_value(KEYS[1], ARGV[3], ARGV[7])
+local e = tonumber(ARGV[7])
+if ARGV[4] ~= '4' then
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
+  raise_expiry(KEYS[2], e)
+else
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+if ARGV[4] == '2' then
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
+  raise_expiry(KEYS[3], e)
+else
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+redis.call('ZADD', KEYS[4], score(ARGV[7]), ARGV[2])
+raise_expiry(KEYS[4], e)
+redis.call('ZREM', KEYS[5], ARGV[2])
+return {1}
+`)
+
+// ---- conversations and docs ---------------------------------------------------
+//
+// A conversation or doc is a hash: meta fields start with '!' (!f flow,
+// !s state, !v version, !u updatedAt, !x expiresAt) and every top-level data
+// member is a field "." + name holding the member's raw JSON text. Merging
+// is then an HSET; Go assembles the sorted object on read.
+
+const objLib = `
+local function obj_live(k, now)
+  local x = redis.call('HGET', k, '!x')
+  if not x then return false end
+  if live(tonumber(x), now) then return true end
+  redis.call('DEL', k)
+  return false
+end
+local function obj_clear_data(k)
+  local fs = redis.call('HKEYS', k)
+  local del = {}
+  for _, f in ipairs(fs) do
+    if string.sub(f, 1, 1) == '.' then del[#del + 1] = f end
+  end
+  push_chunks('HDEL', k, del)
+end
+local function obj_put_data(k, from)
+  local kv = {}
+  for i = from, #ARGV do kv[#kv + 1] = ARGV[i] end
+  push_chunks('HSET', k, kv)
+end
+`
+
+// KEYS[1] the conversation. ARGV: [1] now, [2] expiresAt, [3] mode
+// ("state", "data", "merge", "swap"), [4] setFlow / version, [5] flow,
+// [6] state, [7..] data as "."-field, raw JSON pairs.
+// Reply: {0} conflict, or {1, field, value, ...} the conversation after.
+var convWriteScript = script(objLib + `
+local k = KEYS[1]
+local now = tonumber(ARGV[1])
+local mode = ARGV[3]
+local exists = obj_live(k, now)
+local version = 0
+if exists then version = tonumber(redis.call('HGET', k, '!v')) end
+if mode == 'swap' then
+  if version ~= tonumber(ARGV[4]) then return {0} end
+  redis.call('DEL', k)
+  redis.call('HSET', k, '!f', ARGV[5], '!s', ARGV[6])
+  obj_put_data(k, 7)
+elseif mode == 'state' then
+  if ARGV[4] == '1' then redis.call('HSET', k, '!f', ARGV[5]) end
+  redis.call('HSET', k, '!s', ARGV[6])
+elseif mode == 'data' then
+  obj_clear_data(k)
+  obj_put_data(k, 7)
+else
+  obj_put_data(k, 7)
+end
+redis.call('HSET', k, '!v', fmt(version + 1), '!u', ARGV[1], '!x', ARGV[2])
+set_expiry(k, tonumber(ARGV[2]))
+local out = redis.call('HGETALL', k)
+table.insert(out, 1, 1)
+return out
+`)
+
+// KEYS[1] the doc. ARGV: [1] now, [2] expiresAt, [3] "put" or "merge",
+// [4..] data pairs. Reply: {1, field, value, ...} the doc after.
+var docWriteScript = script(objLib + `
+local k = KEYS[1]
+local now = tonumber(ARGV[1])
+local exists = obj_live(k, now)
+if ARGV[3] == 'put' and exists then redis.call('DEL', k) end
+obj_put_data(k, 4)
+redis.call('HSET', k, '!u', ARGV[1], '!x', ARGV[2])
+set_expiry(k, tonumber(ARGV[2]))
+if ARGV[3] == 'put' then return {1} end
+local out = redis.call('HGETALL', k)
+table.insert(out, 1, 1)
+return out
+`)
+
+// KEYS[1] a hash. ARGV: [1] expiresAt, [2..] field, value pairs. Replaces
+// the hash whole (snapshot import of conversations and docs).
+var replaceHashScript = script(objLib + `
+redis.call('DEL', KEYS[1])
+obj_put_data(KEYS[1], 2)
+set_expiry(KEYS[1], tonumber(ARGV[1]))
+return {1}
+`)
+
+// ---- subscriptions --------------------------------------------------------------
+//
+// KEYS: [1] hash thread -> pk{createdAt, expiresAt}, [2] zset of threads
+// (score 0, bytewise order), [3] zset thread -> expiresAt.
+
+const subLib = `
+local function sub_drop(m)
+  redis.call('HDEL', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('ZREM', KEYS[3], m)
+end
+`
+
+// ARGV: [1] now, [2] thread, [3] expiresAt, [4] createdAt to force ("" to
+// keep a live subscription's). Garbage-collects lapsed subscriptions and
+// sets the three keys to expire with the last subscription.
+var subscribeScript = script(subLib + `
+local now = tonumber(ARGV[1])
+local created = ARGV[4]
+if created == '' then
+  created = ARGV[1]
+  local cur = redis.call('HGET', KEYS[1], ARGV[2])
+  if cur then
+    local r = unpk(cur)
+    if live(tonumber(r[2]), now) then created = r[1] end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[2], pk({created, ARGV[3]}))
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+redis.call('ZADD', KEYS[3], score(ARGV[3]), ARGV[2])
+local dead = redis.call('ZRANGE', KEYS[3], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, 32)
+for _, m in ipairs(dead) do sub_drop(m) end
+local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+if #top > 0 then
+  local s = top[2]
+  for i = 1, 3 do
+    if s == 'inf' then redis.call('PERSIST', KEYS[i]) else redis.call('PEXPIREAT', KEYS[i], msat(tonumber(s))) end
+  end
+end
+return {1}
+`)
+
+// ARGV: [1] thread.
+var unsubscribeScript = script(subLib + `
+sub_drop(ARGV[1])
+return {1}
+`)
+
+// ARGV: [1] now, [2] after ("" for the start), [3] limit.
+// Reply: thread, createdAt, expiresAt triples in bytewise thread order.
+var listSubsScript = script(subLib + `
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[3])
+local min = '-'
+if ARGV[2] ~= '' then min = '(' .. ARGV[2] end
+local out = {}
+while #out < 3 * limit do
+  local ms = redis.call('ZRANGE', KEYS[2], min, '+', 'BYLEX', 'LIMIT', 0, 100)
+  if #ms == 0 then break end
+  for _, m in ipairs(ms) do
+    local v = redis.call('HGET', KEYS[1], m)
+    local r
+    if v then r = unpk(v) end
+    if r and live(tonumber(r[2]), now) then
+      out[#out + 1] = m
+      out[#out + 1] = r[1]
+      out[#out + 1] = r[2]
+      if #out >= 3 * limit then break end
+    elseif not r then
+      sub_drop(m)
+    end
+  end
+  min = '(' .. ms[#ms]
+end
+return out
+`)
+
+// ---- cache ------------------------------------------------------------------------
+//
+// KEYS: [1] value (pk{expiresAt, bytes}), [2] list, [3] list meta
+// (expiresAt of the list).
+
+// ARGV: [1] now, [2] packed value, [3] expiresAt. Reply {1} written, {0} a
+// live value was there.
+var cacheSetNXScript = script(`
+local now = tonumber(ARGV[1])
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local r = unpk(cur)
+  if live(tonumber(r[1]), now) then return {0} end
+end
+set_value(KEYS[1], ARGV[2], ARGV[3])
+return {1}
+`)
+
+// ARGV: [1] now, [2] value, [3] maxLen, [4] expiresAt. Reply {length}.
+var listAppendScript = script(`
+local now = tonumber(ARGV[1])
+local meta = redis.call('GET', KEYS[3])
+if not meta or not live(tonumber(meta), now) then redis.call('DEL', KEYS[2]) end
+local n = redis.call('RPUSH', KEYS[2], ARGV[2])
+local max = tonumber(ARGV[3])
+if n > max then
+  redis.call('LTRIM', KEYS[2], -max, -1)
+  n = max
+end
+set_value(KEYS[3], ARGV[4], ARGV[4])
+set_expiry(KEYS[2], tonumber(ARGV[4]))
+return {n}
+`)
+
+// ARGV: [1] now. Reply: {} when absent, else {expiresAt, values...}.
+var listRangeScript = script(`
+local now = tonumber(ARGV[1])
+local meta = redis.call('GET', KEYS[3])
+if not meta or not live(tonumber(meta), now) then return {} end
+local vs = redis.call('LRANGE', KEYS[2], 0, -1)
+table.insert(vs, 1, meta)
+return vs
+`)
+
+// ARGV: [1] expiresAt, [2..] values. Snapshot import of a list.
+var importListScript = script(`
+redis.call('DEL', KEYS[2])
+local vs = {}
+for i = 2, #ARGV do vs[#vs + 1] = ARGV[i] end
+push_chunks('RPUSH', KEYS[2], vs)
+set_value(KEYS[3], ARGV[1], ARGV[1])
+set_expiry(KEYS[2], tonumber(ARGV[1]))
+return {1}
+`)
+
+// ---- locks ----------------------------------------------------------------------
+//
+// KEYS: [1] the record hash (f: fence, x: idle expiry, h<token>:
+// pk{owner, acquiredAt, expiresAt} per holder), [2] the pending list
+// (pk{enqueuedAt, expiresAt, payload} per entry, oldest first).
+// The functions mirror driver/logic.go line for line.
+
+const lockLib = `
+local function lk_load()
+  local h = redis.call('HGETALL', KEYS[1])
+  local st = {fence = 0, x = 0, holders = {}, pending = {}}
+  for i = 1, #h, 2 do
+    local f, v = h[i], h[i + 1]
+    if f == 'f' then st.fence = tonumber(v)
+    elseif f == 'x' then st.x = tonumber(v)
+    else
+      local r = unpk(v)
+      st.holders[#st.holders + 1] = {tok = string.sub(f, 2), token = tonumber(string.sub(f, 2)),
+        owner = r[1], acq = r[2], exp = tonumber(r[3])}
+    end
+  end
+  table.sort(st.holders, function(a, b) return a.token < b.token end)
+  local q = redis.call('LRANGE', KEYS[2], 0, -1)
+  for _, v in ipairs(q) do
+    local r = unpk(v)
+    st.pending[#st.pending + 1] = {raw = v, exp = tonumber(r[2])}
+  end
+  st.exists = #h > 0 or #q > 0
+  return st
+end
+local function lk_prune(st, now)
+  local hs = {}
+  for _, h in ipairs(st.holders) do
+    if live(h.exp, now) then hs[#hs + 1] = h end
+  end
+  st.holders = hs
+  local es = {}
+  for _, e in ipairs(st.pending) do
+    if live(e.exp, now) then es[#es + 1] = e end
+  end
+  st.pending = es
+end
+local function lk_idle(st)
+  return #st.holders == 0 and #st.pending == 0
+end
+local function lk_settle(st, idle)
+  if lk_idle(st) then st.x = idle else st.x = 0 end
+end
+local function lk_find(st, token, now)
+  for i, h in ipairs(st.holders) do
+    if h.token == token and live(h.exp, now) then return i end
+  end
+  return nil
+end
+local function lk_holder(h)
+  return {h.tok, h.owner, h.acq, fmt(h.exp)}
+end
+-- lk_store writes the record back, dropping it when it is idle and its
+-- idle expiry passed, and lets Redis drop it once every holder, entry and
+-- the idle expiry (and extra, the call's idle horizon) lapsed. Lapsed
+-- holders and entries are pruned on the way: nobody can see them.
+local function lk_store(st, now, extra)
+  lk_prune(st, now)
+  redis.call('DEL', KEYS[1], KEYS[2])
+  if lk_idle(st) and not live(st.x, now) then return end
+  local kv = {'f', fmt(st.fence), 'x', fmt(st.x)}
+  local top, never = extra, false
+  for _, h in ipairs(st.holders) do
+    kv[#kv + 1] = 'h' .. h.tok
+    kv[#kv + 1] = pk({h.owner, h.acq, fmt(h.exp)})
+    if h.exp == 0 then never = true elseif h.exp > top then top = h.exp end
+  end
+  push_chunks('HSET', KEYS[1], kv)
+  local raws = {}
+  for _, e in ipairs(st.pending) do
+    raws[#raws + 1] = e.raw
+    if e.exp == 0 then never = true elseif e.exp > top then top = e.exp end
+  end
+  push_chunks('RPUSH', KEYS[2], raws)
+  if lk_idle(st) and st.x == 0 then never = true end
+  if st.x > top then top = st.x end
+  if never or top == 0 then
+    return
+  end
+  redis.call('PEXPIREAT', KEYS[1], msat(top))
+  if #raws > 0 then redis.call('PEXPIREAT', KEYS[2], msat(top)) end
+end
+`
+
+// ARGV: [1] now, [2] owner, [3] strategy, [4] packed entry, [5] entry
+// expiresAt, [6] expiresAt, [7] maxHolders, [8] queueMax, [9] dropNewest,
+// [10] idleExpiresAt. Reply: {outcome, token, owner, acquiredAt,
+// expiresAt, dropped entries...}.
+var acquireScript = script(lockLib + `
+local now = tonumber(ARGV[1])
+local idle = tonumber(ARGV[10])
+local st = lk_load()
+lk_prune(st, now)
+local function grant()
+  if st.fence + 1 > now then st.fence = st.fence + 1 else st.fence = now end
+  local h = {tok = fmt(st.fence), token = st.fence, owner = ARGV[2], acq = ARGV[1], exp = tonumber(ARGV[6])}
+  st.holders[#st.holders + 1] = h
+  lk_settle(st, idle)
+  local rep = lk_holder(h)
+  table.insert(rep, 1, 1)
+  return rep
+end
+local rep
+if #st.holders == 0 then
+  rep = grant()
+else
+  local entry = {raw = ARGV[4], exp = tonumber(ARGV[5])}
+  local strategy = ARGV[3]
+  rep = {4, '', '', '', ''}
+  if strategy == '4' then
+    local maxh = tonumber(ARGV[7])
+    if maxh == 0 or #st.holders < maxh then rep = grant() end
+  elseif strategy == '2' then
+    local qmax = tonumber(ARGV[8])
+    local full = qmax > 0 and #st.pending >= qmax
+    if not (full and ARGV[9] == '1') then
+      rep = {2, '', '', '', ''}
+      if full then
+        local n = #st.pending - qmax + 1
+        local keep = {}
+        for i, e in ipairs(st.pending) do
+          if i <= n then rep[#rep + 1] = e.raw else keep[#keep + 1] = e end
+        end
+        st.pending = keep
+      end
+      st.pending[#st.pending + 1] = entry
+    end
+  elseif strategy == '3' then
+    rep = {3, '', '', '', ''}
+    for _, e in ipairs(st.pending) do rep[#rep + 1] = e.raw end
+    st.pending = {entry}
+  end
+  if rep[1] ~= 1 then lk_settle(st, idle) end
+end
+lk_store(st, now, idle)
+return rep
+`)
+
+// ARGV: [1] now, [2] token, [3] expiresAt. Reply: {0} not the owner, or
+// {1, token, owner, acquiredAt, expiresAt}.
+var extendScript = script(lockLib + `
+local now = tonumber(ARGV[1])
+local st = lk_load()
+local i = lk_find(st, tonumber(ARGV[2]), now)
+if not i then return {0} end
+st.holders[i].exp = tonumber(ARGV[3])
+local rep = lk_holder(st.holders[i])
+lk_store(st, now, 0)
+table.insert(rep, 1, 1)
+return rep
+`)
+
+// ARGV: [1] now, [2] token ("" for a forced release), [3] idleExpiresAt.
+// Reply: {0} not the owner, or {1, entries...}.
+var releaseScript = script(lockLib + `
+local now = tonumber(ARGV[1])
+local idle = tonumber(ARGV[3])
+local st = lk_load()
+local out = {1}
+if ARGV[2] == '' then
+  lk_prune(st, now)
+  for _, e in ipairs(st.pending) do out[#out + 1] = e.raw end
+  st.holders, st.pending = {}, {}
+else
+  local token = tonumber(ARGV[2])
+  if not lk_find(st, token, now) then return {0} end
+  lk_prune(st, now)
+  table.remove(st.holders, lk_find(st, token, now))
+  if #st.holders == 0 then
+    for _, e in ipairs(st.pending) do out[#out + 1] = e.raw end
+    st.pending = {}
+  end
+end
+lk_settle(st, idle)
+lk_store(st, now, idle)
+return out
+`)
+
+// ARGV: [1] now, [2] token, [3] expiresAt, [4] idleExpiresAt. Reply: {0}
+// not the owner, {2} released, {1, entry, token, owner, acquiredAt,
+// expiresAt} still held for entry.
+var handoverScript = script(lockLib + `
+local now = tonumber(ARGV[1])
+local idle = tonumber(ARGV[4])
+local token = tonumber(ARGV[2])
+local st = lk_load()
+if not lk_find(st, token, now) then return {0} end
+lk_prune(st, now)
+local i = lk_find(st, token, now)
+if #st.pending == 0 then
+  table.remove(st.holders, i)
+  lk_settle(st, idle)
+  lk_store(st, now, idle)
+  return {2}
+end
+local nxt = table.remove(st.pending, 1)
+st.holders[i].exp = tonumber(ARGV[3])
+lk_settle(st, idle)
+local rep = lk_holder(st.holders[i])
+table.insert(rep, 1, nxt.raw)
+table.insert(rep, 1, 1)
+lk_store(st, now, idle)
+return rep
+`)
+
+// ARGV: [1] now. Reply: {0} no record, or {1, fence, x, nholders,
+// (token, owner, acquiredAt, expiresAt)..., entries...}. Read only.
+var inspectScript = script(lockLib + `
+local now = tonumber(ARGV[1])
+local st = lk_load()
+if not st.exists then return {0} end
+lk_prune(st, now)
+if lk_idle(st) and not live(st.x, now) then return {0} end
+local out = {1, fmt(st.fence), fmt(st.x), #st.holders}
+for _, h in ipairs(st.holders) do
+  for _, v in ipairs(lk_holder(h)) do out[#out + 1] = v end
+end
+for _, e in ipairs(st.pending) do out[#out + 1] = e.raw end
+return out
+`)
+
+// ARGV: [1] fence, [2] x, [3] nholders, (token, packed holder)...,
+// entries... Snapshot import: the record as given.
+var importLockScript = script(lockLib + `
+redis.call('DEL', KEYS[1], KEYS[2])
+local st = {fence = tonumber(ARGV[1]), x = tonumber(ARGV[2]), holders = {}, pending = {}}
+local n = tonumber(ARGV[3])
+local i = 4
+for _ = 1, n do
+  local r = unpk(ARGV[i + 1])
+  st.holders[#st.holders + 1] = {tok = ARGV[i], token = tonumber(ARGV[i]), owner = r[1], acq = r[2], exp = tonumber(r[3])}
+  i = i + 2
+end
+while i <= #ARGV do
+  local r = unpk(ARGV[i])
+  st.pending[#st.pending + 1] = {raw = ARGV[i], exp = tonumber(r[2])}
+  i = i + 1
+end
+lk_store(st, 0, 0)
+return {1}
+`)
+
+// ---- incidents --------------------------------------------------------------------
+//
+// One slot per namespace. KEYS: [1] issues hash (lp(channel)..uid ->
+// pk{open, expiresAt, correlation, post, body}), [2] issue expiry zset,
+// [3] open index (lp(channel)..uid), [4] correlation index of open issues
+// (lp(channel)..lp(correlation)..uid), [5] post index
+// (lp(channel)..lp(post)..uid). lp is a length prefix, so no channel,
+// correlation or post id is ever a prefix of another's entry ("C1" vs "C12",
+// "abc" vs "abcd"). Index zsets have score 0 and are read by lex range.
+
+const incidentLib = `
+local function is_remove(ch, uid)
+  local f = lp(ch) .. uid
+  local v = redis.call('HGET', KEYS[1], f)
+  if not v then return end
+  local r = unpk(v)
+  redis.call('HDEL', KEYS[1], f)
+  redis.call('ZREM', KEYS[2], f)
+  redis.call('ZREM', KEYS[3], f)
+  redis.call('ZREM', KEYS[4], lp(ch) .. lp(r[3]) .. uid)
+  if r[4] ~= '' then redis.call('ZREM', KEYS[5], lp(ch) .. lp(r[4]) .. uid) end
+end
+local function is_put(a, i)
+  local ch, uid, corr, post, open, exp, body = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6]
+  is_remove(ch, uid)
+  local f = lp(ch) .. uid
+  redis.call('HSET', KEYS[1], f, pk({open, exp, corr, post, body}))
+  if exp ~= '0' then redis.call('ZADD', KEYS[2], exp, f) end
+  if open == '1' then
+    redis.call('ZADD', KEYS[3], 0, f)
+    redis.call('ZADD', KEYS[4], 0, lp(ch) .. lp(corr) .. uid)
+  end
+  if post ~= '' then redis.call('ZADD', KEYS[5], 0, lp(ch) .. lp(post) .. uid) end
+end
+local function split_lp(f)
+  local c = string.find(f, ':', 1, true)
+  local l = tonumber(string.sub(f, 1, c - 1))
+  return string.sub(f, c + 1, c + l), string.sub(f, c + l + 1)
+end
+local function is_gc(now)
+  local dead = redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, 32)
+  for _, f in ipairs(dead) do
+    local ch, uid = split_lp(f)
+    is_remove(ch, uid)
+  end
+end
+-- is_find returns uid, record pairs of the index members under prefix p
+-- (uid is what follows p) whose record passes keep.
+local function is_find(idx, ch, p, keep)
+  local ms = redis.call('ZRANGE', idx, '[' .. p, '(' .. succ(p), 'BYLEX')
+  local out = {}
+  for _, m in ipairs(ms) do
+    local uid = string.sub(m, #p + 1)
+    local v = redis.call('HGET', KEYS[1], lp(ch) .. uid)
+    if v then
+      local r = unpk(v)
+      if keep(r) then
+        out[#out + 1] = uid
+        out[#out + 1] = v
+      end
+    end
+  end
+  return out
+end
+`
+
+// ARGV: [1] unused, then 7 fields per issue: channel, uid, correlation,
+// post, open, expiresAt, body. Lapsed closed issues are collected by the
+// server's clock (the driver call carries no now).
+var saveIssuesScript = script(incidentLib + `
+for i = 2, #ARGV, 7 do is_put(ARGV, i) end
+is_gc(server_now())
+return {1}
+`)
+
+// ARGV: [1] unused, [2] source channel, [3..9] the issue.
+var moveIssueScript = script(incidentLib + `
+is_remove(ARGV[2], ARGV[4])
+is_put(ARGV, 3)
+is_gc(server_now())
+return {1}
+`)
+
+// ARGV: [1] now, [2] "corr" | "post" | "open", [3] channel, [4] correlation
+// or post id. Reply: uid, record pairs, uid order.
+var findIssuesScript = script(incidentLib + `
+local now = tonumber(ARGV[1])
+local ch = ARGV[3]
+local mode = ARGV[2]
+if mode == 'corr' then
+  return is_find(KEYS[4], ch, lp(ch) .. lp(ARGV[4]), function(r)
+    return r[1] == '1' and r[3] == ARGV[4] and live(tonumber(r[2]), now)
+  end)
+elseif mode == 'post' then
+  return is_find(KEYS[5], ch, lp(ch) .. lp(ARGV[4]), function(r)
+    return r[4] == ARGV[4] and live(tonumber(r[2]), now)
+  end)
+end
+return is_find(KEYS[3], ch, lp(ch), function(r)
+  return r[1] == '1' and live(tonumber(r[2]), now)
+end)
+`)
+
+// ARGV: [1] now. Reply: the channels with a live open issue, once each.
+var activeChannelsScript = script(incidentLib + `
+local now = tonumber(ARGV[1])
+local out = {}
+local min = '-'
+while true do
+  local ms = redis.call('ZRANGE', KEYS[3], min, '+', 'BYLEX', 'LIMIT', 0, 1)
+  if #ms == 0 then break end
+  local ch = split_lp(ms[1])
+  local p = lp(ch)
+  local off = 0
+  local found = false
+  while not found do
+    local batch = redis.call('ZRANGE', KEYS[3], '[' .. p, '(' .. succ(p), 'BYLEX', 'LIMIT', off, 16)
+    if #batch == 0 then break end
+    for _, f in ipairs(batch) do
+      local v = redis.call('HGET', KEYS[1], f)
+      if v then
+        local r = unpk(v)
+        if r[1] == '1' and live(tonumber(r[2]), now) then found = true break end
+      end
+    end
+    off = off + #batch
+  end
+  if found then out[#out + 1] = ch end
+  min = '[' .. succ(p)
+end
+return out
+`)
+
+// KEYS: [1] alerts hash (lp(channel)..uid -> pk{expiresAt, timestamp,
+// body}), [2] alert expiry zset. ARGV: [1] unused, [2] channel, [3] uid,
+// [4] expiresAt, [5] timestamp, [6] body. Lapsed alerts are collected by the
+// server's clock.
+var saveAlertScript = script(`
+local f = lp(ARGV[2]) .. ARGV[3]
+redis.call('HSET', KEYS[1], f, pk({ARGV[4], ARGV[5], ARGV[6]}))
+redis.call('ZADD', KEYS[2], score(ARGV[4]), f)
+local dead = redis.call('ZRANGE', KEYS[2], '-inf', server_now(), 'BYSCORE', 'LIMIT', 0, 32)
+for _, m in ipairs(dead) do
+  redis.call('HDEL', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], m)
+end
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if #top > 0 then
+  for i = 1, 2 do
+    if top[2] == 'inf' then redis.call('PERSIST', KEYS[i]) else redis.call('PEXPIREAT', KEYS[i], msat(tonumber(top[2]))) end
+  end
+end
+return {1}
+`)
+
+// scriptRef names a script in signatures.
+type scriptRef = *rueidis.Lua

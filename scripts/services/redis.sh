@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Redis servers for the redis backend's tests.
+#
+#   redis.sh start DIR   install redis-server and redis-tools from Debian's
+#                        packages when missing, then start on free loopback
+#                        ports: one standalone server, a 3-master Cluster,
+#                        and a second standalone server that the fault test
+#                        may kill and restart; write their URLs to DIR/env
+#   redis.sh stop DIR    stop every server started in DIR and remove DIR's
+#                        files
+#
+# Nothing is persisted (save "", appendonly no): the servers live for one
+# test run. Each server's config, pid file and log live under DIR, so stop
+# finds every process by its pid file, including a fault server the test
+# restarted.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
+
+cmd=${1:-}
+dir=${2:-}
+if [ -z "$cmd" ] || [ -z "$dir" ]; then
+  echo "usage: $0 start|stop DIR" >&2
+  exit 2
+fi
+
+# install retries while another service script holds the dpkg lock: the
+# test script starts every service at once.
+install() {
+  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 &&
+    command -v redis-benchmark >/dev/null 2>&1 && return 0
+  local i
+  for i in $(seq 1 60); do
+    if apt_install redis-server redis-tools; then
+      return 0
+    fi
+    echo "redis.sh: apt busy or failing, retrying ($i)" >&2
+    sleep 3
+  done
+  return 1
+}
+
+# conf NAME PORT [EXTRA...] writes DIR/NAME.conf for a server on PORT.
+conf() {
+  local name=$1 port=$2
+  shift 2
+  mkdir -p "$dir/$name"
+  {
+    echo "port $port"
+    echo "bind 127.0.0.1"
+    echo "protected-mode no"
+    echo "daemonize yes"
+    echo "pidfile $dir/$name/redis.pid"
+    echo "logfile $dir/$name/redis.log"
+    echo "dir $dir/$name"
+    echo "save \"\""
+    echo "appendonly no"
+    for line in "$@"; do echo "$line"; done
+  } >"$dir/$name.conf"
+}
+
+serve() {
+  local name=$1 port=$2
+  redis-server "$dir/$name.conf"
+  if ! wait_port "$port" 30; then
+    cat "$dir/$name/redis.log" >&2 || true
+    return 1
+  fi
+}
+
+start() {
+  mkdir -p "$dir"
+  install
+  local p1 pf c1 c2 c3
+  p1=$(free_port)
+  pf=$(free_port)
+  c1=$(free_port)
+  c2=$(free_port)
+  c3=$(free_port)
+  conf standalone "$p1"
+  conf fault "$pf"
+  for p in "$c1" "$c2" "$c3"; do
+    conf "cluster-$p" "$p" "cluster-enabled yes" "cluster-config-file $dir/cluster-$p/nodes.conf" \
+      "cluster-node-timeout 5000"
+  done
+  serve standalone "$p1" || { stop; return 1; }
+  serve fault "$pf" || { stop; return 1; }
+  for p in "$c1" "$c2" "$c3"; do
+    serve "cluster-$p" "$p" || { stop; return 1; }
+  done
+  if ! redis-cli --cluster create "127.0.0.1:$c1" "127.0.0.1:$c2" "127.0.0.1:$c3" \
+    --cluster-replicas 0 --cluster-yes >"$dir/cluster-create.log" 2>&1; then
+    cat "$dir/cluster-create.log" >&2
+    stop
+    return 1
+  fi
+  local i okc
+  for i in $(seq 1 300); do
+    okc=0
+    for p in "$c1" "$c2" "$c3"; do
+      redis-cli -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && okc=$((okc + 1))
+    done
+    [ "$okc" = 3 ] && break
+    sleep 0.1
+  done
+  if [ "$okc" != 3 ]; then
+    echo "redis.sh: the cluster did not reach cluster_state:ok" >&2
+    stop
+    return 1
+  fi
+  {
+    echo "export BOTSTATE_REDIS_URL='redis://127.0.0.1:$p1/0'"
+    echo "export BOTSTATE_REDIS_CLUSTER_URL='redis+cluster://127.0.0.1:$c1,127.0.0.1:$c2,127.0.0.1:$c3'"
+    echo "export BOTSTATE_REDIS_FAULT_URL='redis://127.0.0.1:$pf/0'"
+    echo "export BOTSTATE_REDIS_FAULT_CONF='$dir/fault.conf'"
+  } >"$dir/env"
+  echo "redis standalone on 127.0.0.1:$p1, fault server on 127.0.0.1:$pf, cluster on $c1,$c2,$c3"
+}
+
+stop() {
+  local f pid
+  for f in "$dir"/*/redis.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$dir"
+}
+
+case "$cmd" in
+  start) start ;;
+  stop) stop ;;
+  *)
+    echo "usage: $0 start|stop DIR" >&2
+    exit 2
+    ;;
+esac
