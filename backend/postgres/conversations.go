@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -144,7 +145,7 @@ var errNotExact = errorString("stored data does not survive jsonb")
 func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte) (driver.Conversation, error) {
 	if jsonbExact(patch) {
 		c, err := d.writeConv(ctx, w.Key, errNotExact, mergeConvSQL, ns, w.Key, string(patch), w.Now, ts(w.ExpiresAt))
-		if err != errNotExact {
+		if !errors.Is(err, errNotExact) {
 			return c, err
 		}
 	}

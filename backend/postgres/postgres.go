@@ -74,7 +74,10 @@ var schemaName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 // and pgxpool's pool_* options.
 func parseURL(u *url.URL) (config, error) {
 	c := config{schema: DefaultSchema, migrate: true}
-	q := u.Query()
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return c, invalidURL(u, "malformed query: "+err.Error())
+	}
 	if s := q.Get("schema"); q.Has("schema") {
 		if !schemaName.MatchString(s) {
 			return c, invalidURL(u, fmt.Sprintf("schema %q is not a plain identifier (letters, digits, '_'; at most 63)", s))
@@ -259,11 +262,11 @@ func mapError(ctx context.Context, err error) error {
 		}
 	}
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
+	if errors.As(err, &pe) && len(pe.Code) == 5 {
 		switch {
-		case len(pe.Code) == 5 && pe.Code[:2] == "08", // connection exception
+		case pe.Code[:2] == "08", // connection exception
 			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutdown, crash, starting up
-			pe.Code == "53300", // too many connections
+			pe.Code == "53300",                     // too many connections
 			pe.Code == "40001", pe.Code == "40P01", // still failing after retries
 			pe.Code == "57014": // canceled: our context ended
 			return &unavailableError{cause: err, ctxErr: ctx.Err()}

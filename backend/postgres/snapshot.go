@@ -46,7 +46,8 @@ func (e exportErr) Unwrap() error { return e.err }
 
 type exporter func(ctx context.Context, tx pgx.Tx, ns string, now time.Time, emit func(*driver.Record) error) error
 
-// each runs sql (whose $1 is the namespace filter, '' for all, and $2 now)
+// each runs sql (whose $1 is the namespace filter, empty for all, and $2
+// the time items must be live at)
 // and calls fn for each row.
 func each(ctx context.Context, tx pgx.Tx, sql, ns string, now time.Time, fn func(pgx.Rows) error) error {
 	rows, err := tx.Query(ctx, sql, ns, now)

@@ -92,11 +92,19 @@ start() {
     return 1
   }
   port=$(free_port)
-  # TCP on loopback only (no Unix socket, so nothing to clean up in /run),
-  # room for the many pools a test run opens, and no fsync for speed.
-  local opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='' -c max_connections=300 -c fsync=off -c full_page_writes=off"
-  echo "$opts" >"$base/opts"
-  if ! as_owner "$pg_ctl" -D "$data" -l "$base/server.log" -o "$opts" -w -t 60 start >/dev/null; then
+  # The settings go in postgresql.conf, so that a plain "pg_ctl start" (the
+  # fault test's restart) brings the server back as it was: TCP on loopback
+  # only (no Unix socket, nothing to clean up in /run), room for the many
+  # pools a test run opens, and no fsync for speed.
+  cat >>"$data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = ''
+max_connections = 300
+fsync = off
+full_page_writes = off
+EOF
+  if ! as_owner "$pg_ctl" -D "$data" -l "$base/server.log" -w -t 60 start >/dev/null; then
     cat "$base/server.log" >&2
     stop
     return 1

@@ -1,0 +1,186 @@
+package postgres_test
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/botstate/botstate"
+	"github.com/botstate/botstate/backend/postgres"
+	"github.com/botstate/botstate/driver"
+	"github.com/botstate/botstate/statetest"
+)
+
+// TestDataJsonbCannotKeep writes data that jsonb would refuse (\u0000) or
+// rewrite (1e+21, -0), then merges into it and with it, and checks every
+// result against the in-memory backend byte for byte: such data takes the
+// merge under the row lock instead of jsonb ||, and comes back as written.
+func TestDataJsonbCannotKeep(t *testing.T) {
+	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
+	ctx := context.Background()
+	clock := statetest.NewClock()
+	pg, err := botstate.Open(ctx, url, botstate.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	mem, err := botstate.Open(ctx, "mem://", botstate.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	ns := "jsonb-" + time.Now().Format("150405.000000")
+	stores := map[string]*botstate.Store{"postgres": pg.Namespace(ns), "mem": mem.Namespace(ns)}
+
+	steps := []struct {
+		name string
+		do   func(st *botstate.Store, key string) error
+	}{
+		{"merge into absent with a NUL", func(st *botstate.Store, key string) error {
+			_, err := st.Conversations().UpdateData(ctx, key, map[string]any{"nul": "a\x00b", "n": 1.5})
+			return err
+		}},
+		{"merge an exact patch into inexact data", func(st *botstate.Store, key string) error {
+			_, err := st.Conversations().UpdateData(ctx, key, map[string]any{"plain": "x", "big": 12345678901234567890.0})
+			return err
+		}},
+		{"replace with exponent numbers and -0", func(st *botstate.Store, key string) error {
+			_, err := st.Conversations().SetData(ctx, key, map[string]any{"huge": 1e21, "tiny": 1e-7, "negzero": math.Copysign(0, -1)})
+			return err
+		}},
+		{"merge exact into exponent numbers", func(st *botstate.Store, key string) error {
+			_, err := st.Conversations().UpdateData(ctx, key, map[string]any{"k": []any{1, "two", map[string]any{"b": 1, "a": 2}}})
+			return err
+		}},
+		{"replace with exact data", func(st *botstate.Store, key string) error {
+			_, err := st.Conversations().SetData(ctx, key, map[string]any{"a": 1})
+			return err
+		}},
+		{"merge an inexact patch into exact data", func(st *botstate.Store, key string) error {
+			_, err := st.Conversations().UpdateData(ctx, key, map[string]any{"z": 1e300, "s": "\x00"})
+			return err
+		}},
+	}
+	docSteps := []struct {
+		name  string
+		patch map[string]any
+	}{
+		{"doc merge into absent with a NUL", map[string]any{"nul": "\x00"}},
+		{"doc merge exact into inexact", map[string]any{"a": 1}},
+		{"doc merge exponent", map[string]any{"e": 1e25}},
+	}
+	for _, s := range steps {
+		got := map[string]string{}
+		for name, st := range stores {
+			if err := s.do(st, "conv"); err != nil {
+				t.Fatalf("%s on %s: %v", s.name, name, err)
+			}
+			c, ok, err := st.Driver().GetConversation(ctx, ns, "conv", clock.Now())
+			if err != nil || !ok {
+				t.Fatalf("%s on %s: get: %v %v", s.name, name, ok, err)
+			}
+			got[name] = string(c.Data) + " v" + string(rune('0'+c.Version))
+		}
+		if got["postgres"] != got["mem"] {
+			t.Fatalf("%s: postgres has %s, mem %s", s.name, got["postgres"], got["mem"])
+		}
+	}
+	for _, s := range docSteps {
+		got := map[string]string{}
+		for name, st := range stores {
+			doc, err := st.ThreadState().Merge(ctx, "T1", s.patch, 0)
+			if err != nil {
+				t.Fatalf("%s on %s: %v", s.name, name, err)
+			}
+			_ = doc
+			d, ok, err := st.Driver().GetDoc(ctx, ns, driver.ScopeThread, "T1", clock.Now())
+			if err != nil || !ok {
+				t.Fatalf("%s on %s: get: %v %v", s.name, name, ok, err)
+			}
+			got[name] = string(d.Data)
+		}
+		if got["postgres"] != got["mem"] {
+			t.Fatalf("%s: postgres has %s, mem %s", s.name, got["postgres"], got["mem"])
+		}
+	}
+}
+
+// TestReapDeletesOnlyExpiredRows checks Reap on a schema of its own: rows
+// expired at the given time go, live ones stay.
+func TestReapDeletesOnlyExpiredRows(t *testing.T) {
+	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
+	ctx := context.Background()
+	schema := freshSchema(t, url)
+	clock := statetest.NewClock()
+	st, err := botstate.Open(ctx, withParams(url, "schema="+schema), botstate.WithClock(clock),
+		botstate.WithEventWindow(time.Hour), botstate.WithConversationTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s := st.Namespace("reap")
+	for i := range 2500 { // more than one reaper batch
+		if _, err := s.Events().Record(ctx, "short-"+string(rune('a'+i%26))+time.Duration(i).String(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Threads().Subscribe(ctx, "short", time.Hour)
+	s.Threads().Subscribe(ctx, "forever", 0)
+	s.Cache().Set(ctx, "short", []byte("v"), time.Hour)
+	s.Conversations().SetState(ctx, "short", "s")
+	clock.Advance(30 * time.Minute)
+	s.Events().Record(ctx, "long", nil)
+	s.Cache().Set(ctx, "long", []byte("v"), 2*time.Hour)
+
+	d := st.Driver().(*postgres.Driver)
+	n, err := d.Reap(ctx, clock.Now().Add(30*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2500+1+1+1 {
+		t.Fatalf("Reap deleted %d rows, want %d", n, 2503)
+	}
+	count := func(table string) int {
+		var n int
+		if err := d.Pool().QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for table, want := range map[string]int{"events": 1, "subscriptions": 1, "cache_values": 1, "conversations": 0} {
+		if got := count(table); got != want {
+			t.Errorf("%s holds %d rows after Reap, want %d", table, got, want)
+		}
+	}
+}
+
+// TestBackgroundReaper checks that the reaper runs by itself, on the
+// store's sweep interval, and stops with Close.
+func TestBackgroundReaper(t *testing.T) {
+	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
+	ctx := context.Background()
+	schema := freshSchema(t, url)
+	st, err := botstate.Open(ctx, withParams(url, "schema="+schema), botstate.WithSweepInterval(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s := st.Namespace("reap")
+	for _, k := range []string{"a", "b", "c"} {
+		if err := s.Cache().Set(ctx, k, []byte("v"), 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := st.Driver().(*postgres.Driver).Pool()
+	var n int
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM cache_values").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+	t.Fatalf("%d expired cache values still stored 5 s after they expired", n)
+}
