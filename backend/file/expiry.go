@@ -101,10 +101,6 @@ func (d *Driver) reap(now time.Time) (int, error) {
 		err := d.db.Update(func(tx *bolt.Tx) error {
 			var err error
 			n, err = reapSome(tx, now, reapBatch)
-			if n > 0 {
-				id := int64(tx.ID())
-				tx.OnCommit(func() { d.noteCommit(id) })
-			}
 			return err
 		})
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,11 +102,6 @@ type Driver struct {
 	reqs   chan *commitReq
 	stop   chan struct{}
 	wg     sync.WaitGroup
-
-	// commits counts write transactions committed (each costs bbolt two
-	// fdatasyncs: pages, then meta), lastTx the newest one counted.
-	commits atomic.Uint64
-	lastTx  atomic.Int64
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -115,6 +111,7 @@ type options struct {
 	path    string
 	timeout time.Duration
 	noSync  bool
+	mode    commitMode // not in URLs: for the benchmark's comparison
 }
 
 // Open opens (creating when absent) the file a file URL names:
@@ -199,8 +196,8 @@ type LockedError struct {
 }
 
 func (e *LockedError) Error() string {
-	return fmt.Sprintf("file: %s is in use by another process (its lock was not released within %v); "+
-		"only one process can open a botstate file at a time", e.Path, e.Wait)
+	return fmt.Sprintf("file: %s is in use by another process or another open Store (its lock was not "+
+		"released within %v); only one can have a botstate file open at a time", e.Path, e.Wait)
 }
 
 // Unwrap makes a LockedError match driver.ErrUnavailable.
@@ -234,7 +231,7 @@ func open(o options, cfg driver.Config) (*Driver, error) {
 		db.Close()
 		return nil, fmt.Errorf("file: open %s: %w", o.path, err)
 	}
-	d := &Driver{db: db, path: o.path, clock: cfg.Clock, reqs: make(chan *commitReq, 4*maxGroup), stop: make(chan struct{})}
+	d := &Driver{db: db, path: o.path, clock: cfg.Clock, mode: o.mode, reqs: make(chan *commitReq, 4*maxGroup), stop: make(chan struct{})}
 	if d.clock == nil {
 		d.clock = time.Now
 	}
@@ -283,6 +280,8 @@ func (d *Driver) boltErr(err error) error {
 		return nil
 	case errors.Is(err, berrors.ErrDatabaseNotOpen):
 		return driver.ErrClosed
+	case errors.Is(err, driver.ErrUnavailable):
+		return err
 	case errors.Is(err, driver.ErrInvalidArgument), errors.Is(err, errCorrupt):
 		// Our own refusals and undecodable data: retrying will not help.
 		return fmt.Errorf("file %s: %w", d.path, err)
@@ -309,21 +308,13 @@ func (d *Driver) write(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	if err := d.begin(ctx); err != nil {
 		return err
 	}
-	counted := func(tx *bolt.Tx) error {
-		if err := fn(tx); err != nil {
-			return err
-		}
-		id := int64(tx.ID())
-		tx.OnCommit(func() { d.noteCommit(id) })
-		return nil
-	}
 	switch d.mode {
 	case commitBatch:
-		return d.boltErr(d.db.Batch(counted))
+		return d.boltErr(d.db.Batch(fn))
 	case commitSolo:
-		return d.boltErr(d.db.Update(counted))
+		return d.boltErr(d.db.Update(fn))
 	}
-	r := &commitReq{fn: counted, done: make(chan error, 1)}
+	r := &commitReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	d.mu.RLock()
 	if d.closed.Load() {
 		d.mu.RUnlock()
@@ -334,22 +325,8 @@ func (d *Driver) write(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	return d.boltErr(<-r.done)
 }
 
-// noteCommit counts a committed write transaction once, however many calls
-// shared it: transaction ids grow with every write transaction.
-func (d *Driver) noteCommit(id int64) {
-	for {
-		last := d.lastTx.Load()
-		if id <= last {
-			return
-		}
-		if d.lastTx.CompareAndSwap(last, id) {
-			d.commits.Add(1)
-			return
-		}
-	}
-}
-
 type commitReq struct {
+	ctx  context.Context
 	fn   func(tx *bolt.Tx) error
 	done chan error
 }
@@ -363,8 +340,22 @@ type commitReq struct {
 func (d *Driver) committer() {
 	defer d.wg.Done()
 	group := make([]*commitReq, 0, maxGroup)
+	// take adds r to the group, unless its caller gave up while it waited:
+	// that call has not happened and now never will.
+	take := func(r *commitReq) {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- fmt.Errorf("file %s: gave up waiting for the commit: %w: %w", d.path, driver.ErrUnavailable, err)
+			return
+		}
+		group = append(group, r)
+	}
 	for r := range d.reqs {
-		group = append(group[:0], r)
+		take(r)
+		// Let writers that are runnable (typically those the previous
+		// commit just released) submit before the group closes: without
+		// this, groups alternate between a few calls and the rest. With
+		// nothing else runnable it returns at once.
+		runtime.Gosched()
 	fill:
 		for len(group) < maxGroup {
 			select {
@@ -372,13 +363,16 @@ func (d *Driver) committer() {
 				if !ok {
 					break fill
 				}
-				group = append(group, r)
+				take(r)
 			default:
 				break fill
 			}
 		}
-		d.commitGroup(group)
+		if len(group) > 0 {
+			d.commitGroup(group)
+		}
 		clear(group)
+		group = group[:0]
 	}
 }
 

@@ -3,11 +3,15 @@ package file
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/botstate/botstate"
 	"github.com/botstate/botstate/driver"
@@ -176,5 +180,79 @@ func TestCorruptValue(t *testing.T) {
 	}
 	if !strings.Contains(errCorrupt.Error(), "corrupt") {
 		t.Fatal(errCorrupt)
+	}
+}
+
+// TestGroupCommitIsolation: in a group, a function that fails (or panics)
+// has none of its writes committed and gets its own error, while the
+// others' writes commit; a call whose context ended while it waited is
+// dropped without running.
+func TestGroupCommitIsolation(t *testing.T) {
+	ctx := context.Background()
+	d, err := open(options{path: filepath.Join(t.TempDir(), "s.db"), timeout: time.Second, noSync: true}, driver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	put := func(k string) func(tx *bolt.Tx) error {
+		return func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put([]byte(k), []byte("v")) }
+	}
+	boom := errors.New("boom")
+	var wg sync.WaitGroup
+	errs := make([]error, 40)
+	for i := range errs {
+		wg.Go(func() {
+			k := fmt.Sprintf("k%d", i)
+			switch i % 10 {
+			case 3:
+				errs[i] = d.write(ctx, func(tx *bolt.Tx) error {
+					if err := put(k)(tx); err != nil {
+						return err
+					}
+					return boom
+				})
+			case 7:
+				errs[i] = d.write(ctx, func(tx *bolt.Tx) error {
+					_ = put(k)(tx)
+					panic("bad call")
+				})
+			default:
+				errs[i] = d.write(ctx, put(k))
+			}
+		})
+	}
+	wg.Wait()
+	err = d.db.View(func(tx *bolt.Tx) error {
+		for i, err := range errs {
+			stored := tx.Bucket(bMeta).Get(fmt.Appendf(nil, "k%d", i)) != nil
+			switch i % 10 {
+			case 3:
+				if !errors.Is(err, boom) || stored {
+					t.Errorf("failing call %d: err %v, stored %v", i, err, stored)
+				}
+			case 7:
+				if err == nil || !strings.Contains(err.Error(), "panic") || stored {
+					t.Errorf("panicking call %d: err %v, stored %v", i, err, stored)
+				}
+			default:
+				if err != nil || !stored {
+					t.Errorf("call %d: err %v, stored %v", i, err, stored)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	ran := false
+	r := &commitReq{ctx: cctx, fn: func(*bolt.Tx) error { ran = true; return nil }, done: make(chan error, 1)}
+	d.reqs <- r
+	err = <-r.done
+	if ran || !errors.Is(err, context.Canceled) || !errors.Is(err, driver.ErrUnavailable) {
+		t.Fatalf("cancelled call: ran %v, err %v", ran, err)
 	}
 }
