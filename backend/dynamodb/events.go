@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -209,9 +208,10 @@ func (d *Driver) writeEvent(ctx context.Context, ns string, cur eventState, live
 		return false, err
 	}
 	if newOrd != "" {
-		if err := d.evict(ctx, ns, limit); err != nil {
-			return true, err
-		}
+		// The insertion stands whatever happens next: a caller told of an
+		// error here would lose a claim it holds. An eviction cut short
+		// (a cancelled context) is finished by the next insertion.
+		_ = d.evict(ctx, ns, limit)
 	}
 	return true, nil
 }
@@ -612,5 +612,3 @@ func (d *Driver) openEvents(ctx context.Context, partition string, now time.Time
 		start = q.LastEvaluatedKey
 	}
 }
-
-var _ = strconv.Itoa

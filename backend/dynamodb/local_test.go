@@ -1,0 +1,391 @@
+package dynamodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/botstate/botstate/driver"
+	"github.com/botstate/botstate/statetest"
+)
+
+// These tests run on DynamoDB Local (BOTSTATE_DYNAMODB_URL, set by
+// scripts/test.sh), each in a namespace of its own.
+
+func testDriver(t *testing.T) (*Driver, Options) {
+	t.Helper()
+	raw := statetest.BackendURL(t, "BOTSTATE_DYNAMODB_URL")
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv, err := Open(testCtx(t), u, driver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { drv.Close() })
+	return drv.(*Driver), o
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func testNS(t *testing.T) string {
+	return fmt.Sprintf("dt-%d", time.Now().UnixNano())
+}
+
+func ids(rs []driver.IssueRecord) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Channel + "/" + r.UniqueID
+	}
+	return out
+}
+
+func TestSaveIssuesInBatchesOnDynamoDB(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns, now := testCtx(t), testNS(t), time.Now()
+	var recs []driver.IssueRecord
+	for i := 0; i < 60; i++ {
+		ch := fmt.Sprintf("C%d", i%3)
+		recs = append(recs, driver.IssueRecord{Channel: ch, UniqueID: fmt.Sprintf("i%02d", i), CorrelationID: fmt.Sprintf("corr-%d", i),
+			Open: i%2 == 0, Body: []byte(fmt.Sprintf(`{"n":%d}`, i))})
+	}
+	// The same identity twice in one call: the later one wins, as two
+	// saves in a row would (BatchWriteItem refuses duplicate keys).
+	recs = append(recs, driver.IssueRecord{Channel: "C0", UniqueID: "i00", CorrelationID: "corr-0", Open: false, Body: []byte(`{"n":"again"}`)})
+	if err := d.SaveIssues(ctx, ns, recs); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for c := 0; c < 3; c++ {
+		open, err := d.OpenIssuesInChannel(ctx, ns, fmt.Sprintf("C%d", c), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(open)
+	}
+	if total != 29 {
+		t.Fatalf("%d open issues after saving 60 (30 open, one closed again), want 29", total)
+	}
+	var n int
+	err := d.Export(ctx, ns, now, func(r *driver.Record) error {
+		if r.Kind == driver.KindIssue {
+			n++
+			if r.Key == "i00" && r.Body != `{"n":"again"}` {
+				t.Errorf("i00 holds %s, want the later save", r.Body)
+			}
+		}
+		return nil
+	})
+	if err != nil || n != 60 {
+		t.Fatalf("exported %d issues (%v), want 60", n, err)
+	}
+}
+
+func TestPrefixesNeverMatchOnDynamoDB(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns, now := testCtx(t), testNS(t), time.Now()
+	longCorr := strings.Repeat("é#%~", 1024) // 4 KiB after UTF-8, digested in keys
+	longChan := strings.Repeat("C#", 512)    // 1 KiB
+	save := []driver.IssueRecord{
+		{Channel: "C1", UniqueID: "u1", CorrelationID: "abc", Open: true},
+		{Channel: "C1", UniqueID: "u2", CorrelationID: "abcd", Open: true},
+		{Channel: "C12", UniqueID: "u3", CorrelationID: "abc", Open: true},
+		{Channel: "C1#abc", UniqueID: "u4", CorrelationID: "d", Open: true},
+		{Channel: "C1", UniqueID: "u5", CorrelationID: "abc#d", Open: true},
+		{Channel: "C1", UniqueID: "u6", CorrelationID: longCorr, Open: true, PostID: "P1"},
+		{Channel: "C1", UniqueID: "u7", CorrelationID: longCorr + "x", Open: true, PostID: "P12"},
+		{Channel: longChan, UniqueID: "u8", CorrelationID: longCorr, Open: true},
+		{Channel: longChan + "C", UniqueID: "u9", CorrelationID: longCorr, Open: true},
+	}
+	for i := range save {
+		save[i].Body = []byte(`{}`)
+	}
+	if err := d.SaveIssues(ctx, ns, save); err != nil {
+		t.Fatal(err)
+	}
+	find := func(ch, corr string, want ...string) {
+		t.Helper()
+		got, err := d.FindOpenIssues(ctx, ns, ch, corr, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := strings.Join(ids(got), ","); g != strings.Join(want, ",") {
+			t.Fatalf("FindOpenIssues(%.20q, %.20q) = %s, want %s", ch, corr, g, strings.Join(want, ","))
+		}
+	}
+	find("C1", "abc", "C1/u1")
+	find("C1", "abcd", "C1/u2")
+	find("C12", "abc", "C12/u3")
+	find("C1", "ab")
+	find("C1#abc", "d", "C1#abc/u4")
+	find("C1", "abc#d", "C1/u5")
+	find("C1", longCorr, "C1/u6")
+	find("C1", longCorr+"x", "C1/u7")
+	find(longChan, longCorr, longChan+"/u8")
+	find(longChan+"C", longCorr, longChan+"C/u9")
+
+	open, err := d.OpenIssuesInChannel(ctx, ns, "C1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := strings.Join(ids(open), ","); g != "C1/u1,C1/u2,C1/u5,C1/u6,C1/u7" {
+		t.Fatalf("open issues of C1: %s", g)
+	}
+	byPost, err := d.FindIssuesByPostID(ctx, ns, "C1", "P1", now)
+	if err != nil || len(byPost) != 1 || byPost[0].UniqueID != "u6" {
+		t.Fatalf("by post id P1: %v %v", ids(byPost), err)
+	}
+	chans, err := d.ActiveChannels(ctx, ns, now)
+	if err != nil || len(chans) != 5 {
+		t.Fatalf("active channels %q, %v", chans, err)
+	}
+
+	// Move mappings and processing states: exact identities too.
+	for _, m := range []driver.MoveMappingRecord{{Channel: "C1", CorrelationID: "abc", Body: []byte(`1`)},
+		{Channel: "C1", CorrelationID: "abcd", Body: []byte(`2`)}, {Channel: "C12", CorrelationID: "abc", Body: []byte(`3`)},
+		{Channel: "C1", CorrelationID: longCorr, Body: []byte(`4`)}} {
+		if err := d.SaveMoveMapping(ctx, ns, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for corr, want := range map[string]string{"abc": "1", "abcd": "2", longCorr: "4", "ab": ""} {
+		b, ok, err := d.FindMoveMapping(ctx, ns, "C1", corr)
+		if err != nil || string(b) != want || ok != (want != "") {
+			t.Fatalf("mapping C1/%.10q: %s %v %v, want %q", corr, b, ok, err, want)
+		}
+	}
+	if err := d.DeleteMoveMapping(ctx, ns, "C1", "abc"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _, _ := d.FindMoveMapping(ctx, ns, "C1", "abcd"); string(b) != "2" {
+		t.Fatal("deleting abc removed abcd")
+	}
+	if b, _, _ := d.FindMoveMapping(ctx, ns, "C12", "abc"); string(b) != "3" {
+		t.Fatal("deleting C1's abc removed C12's")
+	}
+}
+
+// createTable makes a table for the schema tests, which the test deletes.
+func createTable(t *testing.T, d *Driver, name string, keys [2]string, gsis []indexSpec) {
+	t.Helper()
+	ctx := testCtx(t)
+	defs := map[string]bool{keys[0]: true, keys[1]: true}
+	in := &dynamodb.CreateTableInput{
+		TableName: aws.String(name), BillingMode: types.BillingModePayPerRequest,
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String(keys[0]), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String(keys[1]), KeyType: types.KeyTypeRange},
+		},
+	}
+	for _, g := range gsis {
+		c := g.create()
+		in.GlobalSecondaryIndexes = append(in.GlobalSecondaryIndexes, types.GlobalSecondaryIndex{IndexName: c.IndexName, KeySchema: c.KeySchema, Projection: c.Projection})
+		defs[g.hash], defs[g.rng] = true, true
+	}
+	for n := range defs {
+		in.AttributeDefinitions = append(in.AttributeDefinitions, attrDefs(n)...)
+	}
+	if _, err := d.db.CreateTable(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = d.db.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(name)})
+	})
+}
+
+func driverFor(t *testing.T, o Options, table string) *Driver {
+	t.Helper()
+	o.Table, o.Create = table, false
+	d, err := New(testCtx(t), o, driver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func problems(t *testing.T, err error) string {
+	t.Helper()
+	var se *SchemaError
+	if !errors.As(err, &se) {
+		t.Fatalf("got %v, want a *SchemaError", err)
+	}
+	return strings.Join(se.Problems, "\n")
+}
+
+func TestValidateSchemaSaysWhatIsWrong(t *testing.T) {
+	base, o := testDriver(t)
+	if err := base.ValidateSchema(testCtx(t)); err != nil {
+		t.Fatalf("the test table created with create=1: %v", err)
+	}
+	suffix := time.Now().UnixNano()
+
+	missing := driverFor(t, o, fmt.Sprintf("schema-missing-%d", suffix))
+	got := problems(t, missing.ValidateSchema(testCtx(t)))
+	if !strings.Contains(got, "does not exist") {
+		t.Fatalf("absent table: %s", got)
+	}
+
+	// A table with its keys right but no GSIIsOpen and no TTL.
+	name := fmt.Sprintf("schema-nogsi-%d", suffix)
+	createTable(t, base, name, [2]string{attrPK, attrSK}, indexes[:1])
+	d := driverFor(t, o, name)
+	got = problems(t, d.ValidateSchema(testCtx(t)))
+	for _, want := range []string{"global secondary index GSIIsOpen is missing", "TTL is disabled"} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("problems %q do not say %q", got, want)
+		}
+	}
+	if strings.Contains(got, "GSIPostID") {
+		t.Fatalf("problems %q blame the index that is right", got)
+	}
+	// Open with create=1 adds what is missing.
+	if err := d.EnsureSchema(testCtx(t)); err != nil {
+		t.Fatalf("EnsureSchema on a table missing an index and TTL: %v", err)
+	}
+	if err := d.ValidateSchema(testCtx(t)); err != nil {
+		t.Fatalf("after EnsureSchema: %v", err)
+	}
+
+	// Keys of the wrong names, and an index with the wrong keys: nothing
+	// create=1 can repair.
+	name = fmt.Sprintf("schema-keys-%d", suffix)
+	createTable(t, base, name, [2]string{"id", "sort"}, []indexSpec{{IndexPostID, attrPK, "post"}, indexes[1]})
+	d = driverFor(t, o, name)
+	got = problems(t, d.ValidateSchema(testCtx(t)))
+	for _, want := range []string{`the table has partition key "id", want "pk"`, `the table has sort key "sort", want "sk"`,
+		`index GSIPostID has sort key "post", want "post_id"`, "TTL is disabled"} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("problems %q do not say %q", got, want)
+		}
+	}
+	got = problems(t, d.EnsureSchema(testCtx(t)))
+	if !strings.Contains(got, `partition key "id"`) || strings.Contains(got, "TTL") {
+		t.Fatalf("EnsureSchema should enable TTL and report the keys it cannot fix: %s", got)
+	}
+}
+
+func TestItemsOverDynamoDBsLimitAreTooLarge(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns, now := testCtx(t), testNS(t), time.Now()
+	big := make([]byte, 300*1024)
+	if _, err := d.CacheSet(ctx, ns, "k", make([]byte, 500*1024), now, time.Time{}, false); !errors.Is(err, driver.ErrTooLarge) {
+		t.Fatalf("500 KB value: got %v, want ErrTooLarge", err)
+	}
+	if _, err := d.RecordEvent(ctx, ns, driver.EventWrite{Key: "e", Payload: make([]byte, 401*1024), Now: now}); !errors.Is(err, driver.ErrTooLarge) {
+		t.Fatalf("401 KB payload: got %v, want ErrTooLarge", err)
+	}
+	// Two merges of 300 KB each: the second would take the item over the
+	// limit on the server, which refuses it.
+	if _, err := d.MergeDoc(ctx, ns, driver.ScopeThread, "t", []byte(`{"a":"`+string(fill(big))+`"}`), now, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := d.MergeDoc(ctx, ns, driver.ScopeThread, "t", []byte(`{"b":"`+string(fill(big))+`"}`), now, time.Time{})
+	if !errors.Is(err, driver.ErrTooLarge) {
+		t.Fatalf("merge past 400 KB: got %v, want ErrTooLarge", err)
+	}
+	doc, ok, err := d.GetDoc(ctx, ns, driver.ScopeThread, "t", now)
+	if err != nil || !ok || len(doc.Data) < 300*1024 || strings.Contains(string(doc.Data), `"b"`) {
+		t.Fatalf("refused merge changed the doc: %d bytes, %v %v", len(doc.Data), ok, err)
+	}
+}
+
+func fill(b []byte) []byte {
+	for i := range b {
+		b[i] = 'x'
+	}
+	return b
+}
+
+func TestUnreachableEndpointIsUnavailable(t *testing.T) {
+	// A port nothing listens on: connection refused.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	d, err := New(context.Background(), Options{Table: "nowhere", Endpoint: "http://" + addr, Region: "us-east-1"}, driver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, err = d.RecordEvent(context.Background(), "ns", driver.EventWrite{Key: "k", Now: time.Now()})
+	if !errors.Is(err, driver.ErrUnavailable) {
+		t.Fatalf("refused connection: got %v, want ErrUnavailable", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _, err = d.GetConversation(ctx, "ns", "k", time.Now())
+	if !errors.Is(err, driver.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled context: got %v, want ErrUnavailable and context.Canceled", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.CacheGet(context.Background(), "ns", "k", time.Now()); !errors.Is(err, driver.ErrClosed) {
+		t.Fatalf("after Close: got %v, want ErrClosed", err)
+	}
+}
+
+func TestEventLimitEvictsAndForgetGivesThePlaceBack(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns := testCtx(t), testNS(t)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	rec := func(key string) {
+		t.Helper()
+		now = now.Add(time.Millisecond)
+		if _, err := d.RecordEvent(ctx, ns, driver.EventWrite{Key: key, Now: now, ExpiresAt: now.Add(time.Hour), Limit: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := func(key string) bool {
+		_, ok, err := d.LookupEvent(ctx, ns, key, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	rec("a")
+	rec("b")
+	if err := d.ForgetEvent(ctx, ns, "b"); err != nil {
+		t.Fatal(err)
+	}
+	rec("c") // two live keys: a and c
+	if !seen("a") || !seen("c") {
+		t.Fatal("a forgotten key still took a place under the limit")
+	}
+	rec("d")
+	if seen("a") || !seen("c") || !seen("d") {
+		t.Fatalf("after d: a %v c %v d %v, want the oldest (a) evicted", seen("a"), seen("c"), seen("d"))
+	}
+	// An expired key replaced by a new insertion keeps the count right.
+	now = now.Add(2 * time.Hour)
+	rec("c")
+	rec("e")
+	if !seen("c") || !seen("e") {
+		t.Fatal("fresh keys evicted after expired ones were replaced")
+	}
+	c, err := d.read(ctx, pkEventCount(ns), skCount)
+	if err != nil || getInt(c.it, cntN) != 2 {
+		t.Fatalf("counter %d (%v), want 2", getInt(c.it, cntN), err)
+	}
+}
