@@ -9,8 +9,8 @@
 // forms file:rel/path.db and file://./rel/path.db (also file://../x.db).
 // Percent escapes in the path are decoded. Options in the query:
 // timeout=<duration> is how long Open waits for the file's lock (default
-// 1s); nosync=1 skips fsync, which is fast and loses recent writes on a
-// crash, for tests only. The file is created (mode 0600) when absent; its
+// 1s); nosync=1 skips fsync, which is fast but lets an OS crash or power
+// loss lose or corrupt the file: for tests only. The file is created (mode 0600) when absent; its
 // directory must exist. DefaultPath is the file the command line uses when
 // given no URL.
 //
@@ -25,8 +25,8 @@
 // # Durability and group commit
 //
 // Every driver method is one bbolt transaction: reads a read-only one
-// (DB.View, which never blocks or is blocked by writers), writes a
-// read-write one that is committed, and fsynced, before the method returns.
+// (DB.View, which runs beside the writer), writes a read-write one that is
+// committed, and fsynced, before the method returns.
 // A method that returned success has its effect on disk and survives
 // kill -9 or power loss; one that did not return may or may not have
 // happened, never half.
@@ -42,6 +42,11 @@
 // each run and has no effect outside the transaction. Outcomes such as
 // ErrNotOwner or ErrConflict are results, not transaction failures: they
 // never roll back the group.
+//
+// A call checks its context before it starts. A write whose context ends
+// while it waits for its group is dropped unrun, with an error matching both
+// ErrUnavailable and the context's error; once in a transaction it runs to
+// the commit, which is local and short.
 //
 // The rules of each domain are the pure functions of package driver
 // (ApplyClaim, ApplyFinish, ApplyAcquire, ... and MergeObjects), applied

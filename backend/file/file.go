@@ -21,9 +21,9 @@ import (
 
 func init() { driver.Register("file", Open) }
 
-// DefaultPath is the file the command line uses when no URL is given
-// (botstate serve with no URL opens file:botstate.db in the working
-// directory).
+// DefaultPath is the file the command line is to use when given no URL:
+// botstate serve with no URL opens file:botstate.db, in the working
+// directory.
 const DefaultPath = "botstate.db"
 
 // DefaultLockTimeout is how long Open waits for another process to let go of
@@ -123,13 +123,24 @@ type options struct {
 //
 // Query options: timeout=<duration> (how long to wait for another process to
 // release the file, default 1s) and nosync=1 (skip fsync: fast, and NOT
-// durable; for tests only).
-func Open(_ context.Context, u *url.URL, cfg driver.Config) (driver.Driver, error) {
+// durable; for tests only). A context deadline sooner than the timeout
+// shortens the wait.
+func Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Driver, error) {
 	o, err := parseURL(u)
 	if err != nil {
 		return nil, err
 	}
-	return open(o, cfg)
+	byDeadline := false
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < o.timeout {
+		o.timeout, byDeadline = max(time.Until(dl), time.Millisecond), true
+	}
+	d, err := open(o, cfg)
+	var locked *LockedError
+	if errors.As(err, &locked) && byDeadline {
+		// The wait ended with the context's deadline (a hair before it).
+		return nil, fmt.Errorf("%w: %w", err, context.DeadlineExceeded)
+	}
+	return d, err
 }
 
 type urlError struct {
@@ -207,7 +218,7 @@ func open(o options, cfg driver.Config) (*Driver, error) {
 	db, err := bolt.Open(o.path, 0o600, &bolt.Options{Timeout: o.timeout, NoSync: o.noSync, FreelistType: bolt.FreelistArrayType})
 	if errors.Is(err, berrors.ErrTimeout) {
 		abs, _ := filepath.Abs(o.path)
-		return nil, &LockedError{Path: abs, Wait: o.timeout}
+		return nil, &LockedError{Path: abs, Wait: o.timeout.Round(time.Millisecond)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("file: open %s: %w", o.path, err)

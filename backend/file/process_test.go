@@ -172,6 +172,14 @@ func TestSecondProcessGetsLockedError(t *testing.T) {
 		t.Fatalf("error does not name the file and the cause: %v", err)
 	}
 
+	// A context deadline sooner than the lock timeout ends the wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = botstate.Open(ctx, fileURL(path)+"?timeout=1h")
+	if !errors.Is(err, botstate.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Open of a held file with a deadline: %v; want ErrUnavailable and DeadlineExceeded", err)
+	}
+
 	// Once the holder exits, the file opens.
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
