@@ -1,0 +1,112 @@
+package dynamodb
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/botstate/botstate"
+	"github.com/botstate/botstate/driver"
+)
+
+// The benchmarks compare botstate's operations with the bare DynamoDB call
+// each one boils down to, against the same server in the same run:
+//
+//	BOTSTATE_DYNAMODB_URL=... go test -run '^$' -bench . ./backend/dynamodb/
+
+func benchURL(b *testing.B) string {
+	u := os.Getenv("BOTSTATE_DYNAMODB_URL")
+	if u == "" {
+		b.Skip("BOTSTATE_DYNAMODB_URL is not set")
+	}
+	return u
+}
+
+var benchSeq atomic.Int64
+
+// BenchmarkBaselinePutIfAbsent is the floor for a Claim of a new key: one
+// PutItem conditioned on attribute_not_exists, from the SDK directly.
+func BenchmarkBaselinePutIfAbsent(b *testing.B) {
+	raw := benchURL(b)
+	u, _ := url.Parse(raw)
+	drv, err := Open(context.Background(), u, driver.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer drv.Close()
+	d := drv.(*Driver)
+	run := benchSeq.Add(1)
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			k := fmt.Sprintf("bench-%d-%d", run, benchSeq.Add(1))
+			_, err := d.db.PutItem(ctx, &dynamodb.PutItemInput{
+				TableName: aws.String(d.table), Item: item{attrPK: avS(k), attrSK: avS("x"), "v": avS(k)},
+				ConditionExpression:      aws.String("attribute_not_exists(#pk)"),
+				ExpressionAttributeNames: map[string]string{"#pk": attrPK},
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkClaim is Events.Claim of new keys through the portable API.
+func BenchmarkClaim(b *testing.B) {
+	st, err := botstate.Open(context.Background(), benchURL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ev := st.Namespace(fmt.Sprintf("bench-%d", time.Now().UnixNano())).Events()
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			if _, err := ev.Claim(ctx, fmt.Sprintf("k%d", benchSeq.Add(1)), []byte("payload"), time.Minute); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkAcquireRelease is a lock round trip (two optimistic
+// read-and-write steps) on keys of its own.
+func BenchmarkAcquireRelease(b *testing.B) {
+	st, err := botstate.Open(context.Background(), benchURL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	lk := st.Namespace(fmt.Sprintf("bench-%d", time.Now().UnixNano())).Locks()
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		key := fmt.Sprintf("thread-%d", benchSeq.Add(1))
+		for pb.Next() {
+			r, err := lk.Acquire(ctx, key, "me", nil, botstate.LockPolicy{TTL: time.Minute})
+			if err != nil || r.Status != botstate.Acquired {
+				b.Errorf("acquire: %v %v", r.Status, err)
+				return
+			}
+			if _, err := lk.Release(ctx, r.Lock); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
