@@ -8,12 +8,28 @@ import (
 	"github.com/botstate/botstate/driver"
 )
 
+// gcEvery makes one event insert in gcEvery collect lapsed events from the
+// namespace's indexes (up to 64 at a time, so collection outpaces
+// inserts); the rest skip that step, which is most of the cost of an
+// insert that finds nothing to collect.
+const gcEvery = 8
+
+func (d *Driver) gcFlag() string {
+	if d.inserts.Add(1)%gcEvery == 0 {
+		return "1"
+	}
+	return "0"
+}
+
 // eventKeys returns the six keys every event script declares: the event's
 // value and the namespace's pending, claims, exp, order and seq indexes.
 func (d *Driver) eventKeys(ns, key string) []string {
 	base := d.nsBase(ns, domEvents)
 	return []string{base + "k:" + key, base + "p", base + "c", base + "x", base + "o", base + "s"}
 }
+
+// eventBase is the start of every event value key of ns.
+func (d *Driver) eventBase(ns string) string { return d.nsBase(ns, domEvents) + "k:" }
 
 func packEvent(e *driver.Event) string {
 	return pack(strconv.Itoa(int(e.Status)), strconv.Itoa(e.Attempts), us(e.CreatedAt), us(e.LeaseUntil),
@@ -44,7 +60,7 @@ func unpackEvent(key, v string) (driver.Event, error) {
 func (d *Driver) RecordEvent(ctx context.Context, ns string, w driver.EventWrite) (bool, error) {
 	e := driver.Event{Key: w.Key, Status: driver.EventRecorded, Payload: w.Payload, CreatedAt: w.Now, ExpiresAt: w.ExpiresAt}
 	out, err := d.run(ctx, recordScript, d.eventKeys(ns, w.Key),
-		[]string{us(w.Now), w.Key, packEvent(&e), us(w.ExpiresAt), strconv.Itoa(w.Limit)})
+		[]string{us(w.Now), w.Key, d.eventBase(ns), packEvent(&e), us(w.ExpiresAt), strconv.Itoa(w.Limit), d.gcFlag()})
 	if err != nil {
 		return false, err
 	}
@@ -76,7 +92,7 @@ func (d *Driver) LookupEvent(ctx context.Context, ns, key string, now time.Time)
 // ForgetEvent implements driver.Events: the value and its index entries go
 // together.
 func (d *Driver) ForgetEvent(ctx context.Context, ns, key string) error {
-	_, err := d.run(ctx, forgetScript, d.eventKeys(ns, key), []string{"", key})
+	_, err := d.run(ctx, forgetScript, d.eventKeys(ns, key), []string{"", key, d.eventBase(ns)})
 	return err
 }
 
@@ -89,8 +105,8 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 	if r.Existing {
 		existing = "1"
 	}
-	out, err := d.run(ctx, claimScript, d.eventKeys(ns, r.Key), []string{us(r.Now), r.Key, packEvent(&fresh),
-		us(r.ExpiresAt), strconv.Itoa(r.Limit), r.Token, us(r.LeaseUntil), existing})
+	out, err := d.run(ctx, claimScript, d.eventKeys(ns, r.Key), []string{us(r.Now), r.Key, d.eventBase(ns),
+		packEvent(&fresh), us(r.ExpiresAt), strconv.Itoa(r.Limit), r.Token, us(r.LeaseUntil), existing, d.gcFlag()})
 	if err != nil {
 		return driver.ClaimReply{}, err
 	}
@@ -122,7 +138,7 @@ func (d *Driver) finish(ctx context.Context, ns, key, token string, complete boo
 	if complete {
 		c = "1"
 	}
-	out, err := d.run(ctx, finishScript, d.eventKeys(ns, key), []string{us(now), key, token, c, string(result), us(expiresAt)})
+	out, err := d.run(ctx, finishScript, d.eventKeys(ns, key), []string{us(now), key, d.eventBase(ns), token, c, string(result), us(expiresAt)})
 	if err != nil {
 		return err
 	}
@@ -143,7 +159,7 @@ func (d *Driver) ReleaseEvent(ctx context.Context, ns, key, token string, now ti
 }
 
 func (d *Driver) listEvents(ctx context.Context, ns string, now time.Time, limit int, s scriptRef) ([]driver.Event, error) {
-	out, err := d.run(ctx, s, d.eventKeys(ns, ""), []string{us(now), "", strconv.Itoa(limit)})
+	out, err := d.run(ctx, s, d.eventKeys(ns, ""), []string{us(now), "", d.eventBase(ns), strconv.Itoa(limit)})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,10 @@
 package redis
 
-import "github.com/redis/rueidis"
+import (
+	"strings"
+
+	"github.com/redis/rueidis"
+)
 
 // The Lua scripts. Each driver method that takes more than one command is
 // exactly one of these, run with EVALSHA (falling back to EVAL once per
@@ -17,7 +21,9 @@ import "github.com/redis/rueidis"
 //     collection only, never earlier than what the call's clock decides;
 //   - keys built inside a script (an index member's item key) share the
 //     declared keys' hash tag, so they are in the same slot.
-const prelude = `
+//
+// luaCore is the prelude of every script.
+const luaCore = `
 local function unpk(s)
   local out, i, n = {}, 1, #s
   while i <= n do
@@ -45,25 +51,12 @@ end
 local function msat(us)
   return fmt(math.ceil(us / 1000))
 end
--- far future for index keys holding members that never expire, so that
--- PEXPIREAT GT keeps working on them
-local FAR = 253402300799000
 -- set_expiry gives key the absolute expiry us (0: none).
 local function set_expiry(key, us)
   if us == 0 then
     redis.call('PERSIST', key)
   else
     redis.call('PEXPIREAT', key, msat(us))
-  end
-end
--- raise_expiry makes key live at least until us (0: far future): indexes
--- must outlive every member they hold.
-local function raise_expiry(key, us)
-  local ms = FAR
-  if us ~= 0 then ms = math.ceil(us / 1000) end
-  ms = fmt(ms)
-  if redis.call('PEXPIREAT', key, ms, 'GT') == 0 then
-    redis.call('PEXPIREAT', key, ms, 'NX')
   end
 end
 local function score(us)
@@ -77,6 +70,10 @@ local function set_value(key, v, us)
     redis.call('SET', key, v, 'PXAT', msat(tonumber(us)))
   end
 end
+`
+
+// luaChunks sends long argument lists in slices: Lua's unpack has a limit.
+const luaChunks = `
 local function push_chunks(cmd, key, list)
   local i = 1
   while i <= #list do
@@ -85,6 +82,13 @@ local function push_chunks(cmd, key, list)
     i = j + 1
   end
 end
+`
+
+// luaLex holds the helpers of lex-ordered indexes and server-clock
+// collection.
+const luaLex = `
+-- bless is bytewise less-than: Lua's own string order follows the
+-- server's locale.
 local function bless(a, b)
   local n = math.min(#a, #b)
   for i = 1, n do
@@ -102,23 +106,35 @@ local function server_now()
   local t = redis.call('TIME')
   return fmt(tonumber(t[1]) * 1000000 + tonumber(t[2]))
 end
+-- succ is the least string above every string that starts with p (p is
+-- UTF-8 text, so its last byte is never 0xff).
 local function succ(p)
   return string.sub(p, 1, -2) .. string.char(string.byte(p, -1) + 1)
 end
 `
 
-func script(body string) *rueidis.Lua { return rueidis.NewLuaScript(prelude + body) }
+// script builds a script from library parts and a body.
+func script(parts ...string) *rueidis.Lua {
+	return rueidis.NewLuaScript(luaCore + strings.Join(parts, ""))
+}
 
 // ---- events --------------------------------------------------------------------
 //
 // KEYS for every event script: [1] the event's value, [2] pending (zset by
 // CreatedAt), [3] claims (zset by LeaseUntil), [4] exp (zset by ExpiresAt),
 // [5] order (zset by insertion seq, for the event limit), [6] seq.
+// ARGV for every event script: [1] now, [2] the event key, [3] the value
+// keys' common start (the item key is ARGV[3]..member), then the script's own.
 // An event value is pk{status, attempts, createdAt, leaseUntil, expiresAt,
 // token, payload, result}.
+//
+// Each index zset holds a sentinel member "" scored +inf, so it is never
+// emptied and recreated without an expiry: the index keys and seq live and
+// die together, on one expiry kept past every event's expiry (rounded up to
+// the minute, so that most calls only read it with PEXPIRETIME).
 
 const eventLib = `
-local EV = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[2])
+local EV = ARGV[3]
 local function ev_drop(m)
   redis.call('DEL', EV .. m)
   redis.call('ZREM', KEYS[2], m)
@@ -126,72 +142,99 @@ local function ev_drop(m)
   redis.call('ZREM', KEYS[4], m)
   redis.call('ZREM', KEYS[5], m)
 end
--- ev_gc drops a few events whose window ended, so indexes stay bounded.
+-- ev_keep keeps the indexes alive until at least us (0: for good).
+local function ev_keep(us, force)
+  local ms = 253402300799000
+  if us ~= 0 then ms = math.ceil(us / 60000000) * 60000 end
+  if not force and redis.call('PEXPIRETIME', KEYS[4]) >= ms then return end
+  local s = fmt(ms)
+  for i = 2, 5 do
+    redis.call('ZADD', KEYS[i], '+inf', '')
+    redis.call('PEXPIREAT', KEYS[i], s)
+  end
+  redis.call('PEXPIREAT', KEYS[6], s)
+end
+-- ev_gc drops events whose window ended, so indexes stay bounded; the
+-- caller asks for it on a sample of inserts.
 local function ev_gc(now)
-  local dead = redis.call('ZRANGE', KEYS[4], '-inf', now, 'BYSCORE', 'LIMIT', 0, 16)
+  local dead = redis.call('ZRANGE', KEYS[4], '-inf', now, 'BYSCORE', 'LIMIT', 0, 64)
   for _, m in ipairs(dead) do ev_drop(m) end
 end
--- ev_insert stores a new event (replacing a lapsed one) with its indexes,
--- and evicts the oldest keys past the limit.
-local function ev_insert(now, m, v, created, lease, exp, limit, replacing)
-  set_value(KEYS[1], v, exp)
-  local e = tonumber(exp)
-  redis.call('ZADD', KEYS[2], created, m)
-  raise_expiry(KEYS[2], e)
+-- ev_put stores a value with its expiry; unless replacing, only when the
+-- key is absent, returning what was there (false when absent).
+local function ev_put(v, exp, replacing)
+  if exp == '0' then
+    if replacing then return redis.call('SET', KEYS[1], v) end
+    return redis.call('SET', KEYS[1], v, 'NX', 'GET')
+  end
+  if replacing then return redis.call('SET', KEYS[1], v, 'PXAT', msat(tonumber(exp))) end
+  return redis.call('SET', KEYS[1], v, 'NX', 'GET', 'PXAT', msat(tonumber(exp)))
+end
+-- ev_index adds a just-stored event to the indexes and evicts the oldest
+-- keys past the limit.
+local function ev_index(m, lease, exp, limit, gc, replacing)
+  redis.call('ZADD', KEYS[2], ARGV[1], m)
   if lease ~= '' then
     redis.call('ZADD', KEYS[3], lease, m)
-    raise_expiry(KEYS[3], e)
   elseif replacing then
     redis.call('ZREM', KEYS[3], m)
   end
   redis.call('ZADD', KEYS[4], score(exp), m)
-  raise_expiry(KEYS[4], e)
+  local force = false
   if limit > 0 then
     local seq = redis.call('INCR', KEYS[6])
+    force = seq == 1
     redis.call('ZADD', KEYS[5], seq, m)
-    local n = redis.call('ZCARD', KEYS[5])
+    local n = redis.call('ZCOUNT', KEYS[5], '-inf', '(+inf')
     while n > limit do
       local v = redis.call('ZPOPMIN', KEYS[5])
       ev_drop(v[1])
       n = n - 1
     end
-    raise_expiry(KEYS[5], e)
-    raise_expiry(KEYS[6], e)
   elseif replacing then
     redis.call('ZREM', KEYS[5], m)
   end
-  ev_gc(ARGV[1])
+  ev_keep(tonumber(exp), force)
+  if gc then ev_gc(ARGV[1]) end
 end
 `
 
-// ARGV: [1] now, [2] key, [3] packed new event, [4] expiresAt, [5] limit.
+// ARGV: [4] packed new event, [5] expiresAt, [6] limit, [7] gc ("1").
 // Reply: {1} inserted, {0} present.
-var recordScript = script(eventLib + `
+var recordScript = script(eventLib, `
 local now = tonumber(ARGV[1])
-local cur = redis.call('GET', KEYS[1])
+local cur = ev_put(ARGV[4], ARGV[5], false)
 if cur then
   local r = unpk(cur)
   if live(tonumber(r[5]), now) then return {0} end
+  ev_put(ARGV[4], ARGV[5], true)
 end
-ev_insert(now, ARGV[2], ARGV[3], ARGV[1], '', ARGV[4], tonumber(ARGV[5]), cur ~= false)
+ev_index(ARGV[2], '', ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1', cur ~= false)
 return {1}
 `)
 
-// ARGV: [1] now, [2] key, [3] packed new event, [4] expiresAt, [5] limit,
-// [6] token, [7] leaseUntil, [8] existing ("1": Reclaim).
-// Reply: {outcome} when a new event was inserted (Go built it), else
-// {outcome, value}; outcome 0 is "absent" for a Reclaim.
-var claimScript = script(eventLib + `
+// ARGV: [4] packed new event, [5] expiresAt, [6] limit, [7] token,
+// [8] leaseUntil, [9] existing ("1": Reclaim), [10] gc.
+// Reply: {1} when a new event was stored (Go built it, so nothing comes
+// back), else {outcome, value}; outcome 0 is "absent" for a Reclaim.
+var claimScript = script(eventLib, `
 local now = tonumber(ARGV[1])
-local cur = redis.call('GET', KEYS[1])
-local r
-if cur then
-  r = unpk(cur)
-  if not live(tonumber(r[5]), now) then r = nil end
+local cur
+if ARGV[9] == '1' then
+  cur = redis.call('GET', KEYS[1])
+  if not cur then return {0} end
+else
+  cur = ev_put(ARGV[4], ARGV[5], false)
+  if not cur then
+    ev_index(ARGV[2], ARGV[8], ARGV[5], tonumber(ARGV[6]), ARGV[10] == '1', false)
+    return {1}
+  end
 end
-if not r then
-  if ARGV[8] == '1' then return {0} end
-  ev_insert(now, ARGV[2], ARGV[3], ARGV[1], ARGV[7], ARGV[4], tonumber(ARGV[5]), cur ~= false)
+local r = unpk(cur)
+if not live(tonumber(r[5]), now) then
+  if ARGV[9] == '1' then return {0} end
+  ev_put(ARGV[4], ARGV[5], true)
+  ev_index(ARGV[2], ARGV[8], ARGV[5], tonumber(ARGV[6]), ARGV[10] == '1', true)
   return {1}
 end
 local st = r[1]
@@ -199,49 +242,36 @@ if st == '4' then return {3, cur} end
 if st == '1' or (st == '2' and tonumber(r[4]) > now) then return {2, cur} end
 r[1] = '2'
 r[2] = fmt(tonumber(r[2]) + 1)
-r[4] = ARGV[7]
-r[5] = ARGV[4]
-r[6] = ARGV[6]
+r[4] = ARGV[8]
+r[5] = ARGV[5]
+r[6] = ARGV[7]
 local v = pk(r)
-set_value(KEYS[1], v, ARGV[4])
-local e = tonumber(ARGV[4])
-redis.call('ZADD', KEYS[2], r[3], ARGV[2])
-raise_expiry(KEYS[2], e)
-redis.call('ZADD', KEYS[3], ARGV[7], ARGV[2])
-raise_expiry(KEYS[3], e)
-redis.call('ZADD', KEYS[4], score(ARGV[4]), ARGV[2])
-raise_expiry(KEYS[4], e)
-if redis.call('ZSCORE', KEYS[5], ARGV[2]) then
-  raise_expiry(KEYS[5], e)
-  raise_expiry(KEYS[6], e)
-end
+set_value(KEYS[1], v, ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[8], ARGV[2])
+redis.call('ZADD', KEYS[4], score(ARGV[5]), ARGV[2])
+ev_keep(tonumber(ARGV[5]), false)
 return {1, v}
 `)
 
-// ARGV: [1] now, [2] key, [3] token, [4] "1" complete / "0" release,
-// [5] result, [6] expiresAt. Reply: {1} done, {0} not the owner.
-var finishScript = script(eventLib + `
+// ARGV: [4] token, [5] "1" complete / "0" release, [6] result,
+// [7] expiresAt. Reply: {1} done, {0} not the owner.
+var finishScript = script(eventLib, `
 local now = tonumber(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {0} end
 local r = unpk(cur)
-if not live(tonumber(r[5]), now) or r[1] ~= '2' or r[6] ~= ARGV[3] then return {0} end
+if not live(tonumber(r[5]), now) or r[1] ~= '2' or r[6] ~= ARGV[4] then return {0} end
 r[6] = ''
 r[4] = '0'
-if ARGV[4] == '1' then
+if ARGV[5] == '1' then
   r[1] = '4'
-  r[8] = ARGV[5]
-  r[5] = ARGV[6]
-  set_value(KEYS[1], pk(r), ARGV[6])
+  r[8] = ARGV[6]
+  r[5] = ARGV[7]
+  set_value(KEYS[1], pk(r), ARGV[7])
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[2])
-  local e = tonumber(ARGV[6])
-  redis.call('ZADD', KEYS[4], score(ARGV[6]), ARGV[2])
-  raise_expiry(KEYS[4], e)
-  if redis.call('ZSCORE', KEYS[5], ARGV[2]) then
-    raise_expiry(KEYS[5], e)
-    raise_expiry(KEYS[6], e)
-  end
+  redis.call('ZADD', KEYS[4], score(ARGV[7]), ARGV[2])
+  ev_keep(tonumber(ARGV[7]), false)
 else
   r[1] = '3'
   redis.call('SET', KEYS[1], pk(r), 'KEEPTTL')
@@ -250,19 +280,18 @@ end
 return {1}
 `)
 
-// ARGV: [1] unused, [2] key.
-var forgetScript = script(eventLib + `
+// No more ARGV.
+var forgetScript = script(eventLib, `
 ev_drop(ARGV[2])
 return {1}
 `)
 
-// KEYS[1] is the namespace's event key prefix with ARGV[2] empty, so EV is
-// the prefix itself. ARGV: [1] now, [2] "", [3] limit.
+// KEYS[1] is unused (ARGV[2] is ""). ARGV: [4] limit.
 // Reply: key, value pairs of pending events, oldest CreatedAt first, ties by
 // key (the zset's own order: score, then member bytewise).
-var pendingScript = script(eventLib + `
+var pendingScript = script(eventLib, `
 local now = tonumber(ARGV[1])
-local limit = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
 local out = {}
 local start = 0
 while #out < 2 * limit do
@@ -270,16 +299,18 @@ while #out < 2 * limit do
   if #ms == 0 then break end
   local removed = 0
   for _, m in ipairs(ms) do
-    local v = redis.call('GET', EV .. m)
-    local r
-    if v then r = unpk(v) end
-    if not r or not live(tonumber(r[5]), now) then
-      ev_drop(m)
-      removed = removed + 1
-    elseif r[1] ~= '4' then
-      out[#out + 1] = m
-      out[#out + 1] = v
-      if #out >= 2 * limit then break end
+    if m ~= '' then
+      local v = redis.call('GET', EV .. m)
+      local r
+      if v then r = unpk(v) end
+      if not r or not live(tonumber(r[5]), now) then
+        ev_drop(m)
+        removed = removed + 1
+      elseif r[1] ~= '4' then
+        out[#out + 1] = m
+        out[#out + 1] = v
+        if #out >= 2 * limit then break end
+      end
     end
   end
   start = start + #ms - removed
@@ -288,9 +319,9 @@ return out
 `)
 
 // As pendingScript, for claims whose lease ended at or before now.
-var expiredScript = script(eventLib + `
+var expiredScript = script(eventLib, luaLex, `
 local now = tonumber(ARGV[1])
-local limit = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
 local ms = redis.call('ZRANGE', KEYS[3], '-inf', ARGV[1], 'BYSCORE')
 local c = {}
 for _, m in ipairs(ms) do
@@ -317,27 +348,24 @@ end
 return out
 `)
 
-// ARGV: [1] unused, [2] key, [3] packed event, [4] status, [5] createdAt,
-// [6] leaseUntil, [7] expiresAt. Snapshot import: replaces the event; it does
-// not count toward the event limit (as in every backend).
-var importEventScript = script(eventLib + `
-set_value(KEYS[1], ARGV[3], ARGV[7])
-local e = tonumber(ARGV[7])
-if ARGV[4] ~= '4' then
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
-  raise_expiry(KEYS[2], e)
+// ARGV: [4] packed event, [5] status, [6] createdAt, [7] leaseUntil,
+// [8] expiresAt. Snapshot import: replaces the event; it does not count
+// toward the event limit (as in every backend).
+var importEventScript = script(eventLib, `
+set_value(KEYS[1], ARGV[4], ARGV[8])
+if ARGV[5] ~= '4' then
+  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2])
 else
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
-if ARGV[4] == '2' then
-  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
-  raise_expiry(KEYS[3], e)
+if ARGV[5] == '2' then
+  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[2])
 else
   redis.call('ZREM', KEYS[3], ARGV[2])
 end
-redis.call('ZADD', KEYS[4], score(ARGV[7]), ARGV[2])
-raise_expiry(KEYS[4], e)
+redis.call('ZADD', KEYS[4], score(ARGV[8]), ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[2])
+ev_keep(tonumber(ARGV[8]), false)
 return {1}
 `)
 
@@ -375,7 +403,7 @@ end
 // ("state", "data", "merge", "swap"), [4] setFlow / version, [5] flow,
 // [6] state, [7..] data as "."-field, raw JSON pairs.
 // Reply: {0} conflict, or {1, field, value, ...} the conversation after.
-var convWriteScript = script(objLib + `
+var convWriteScript = script(luaChunks, objLib, `
 local k = KEYS[1]
 local now = tonumber(ARGV[1])
 local mode = ARGV[3]
@@ -405,7 +433,7 @@ return out
 
 // KEYS[1] the doc. ARGV: [1] now, [2] expiresAt, [3] "put" or "merge",
 // [4..] data pairs. Reply: {1, field, value, ...} the doc after.
-var docWriteScript = script(objLib + `
+var docWriteScript = script(luaChunks, objLib, `
 local k = KEYS[1]
 local now = tonumber(ARGV[1])
 local exists = obj_live(k, now)
@@ -421,7 +449,7 @@ return out
 
 // KEYS[1] a hash. ARGV: [1] expiresAt, [2..] field, value pairs. Replaces
 // the hash whole (snapshot import of conversations and docs).
-var replaceHashScript = script(objLib + `
+var replaceHashScript = script(luaChunks, objLib, `
 redis.call('DEL', KEYS[1])
 obj_put_data(KEYS[1], 2)
 set_expiry(KEYS[1], tonumber(ARGV[1]))
@@ -444,7 +472,7 @@ end
 // ARGV: [1] now, [2] thread, [3] expiresAt, [4] createdAt to force ("" to
 // keep a live subscription's). Garbage-collects lapsed subscriptions and
 // sets the three keys to expire with the last subscription.
-var subscribeScript = script(subLib + `
+var subscribeScript = script(subLib, `
 local now = tonumber(ARGV[1])
 local created = ARGV[4]
 if created == '' then
@@ -471,14 +499,14 @@ return {1}
 `)
 
 // ARGV: [1] thread.
-var unsubscribeScript = script(subLib + `
+var unsubscribeScript = script(subLib, `
 sub_drop(ARGV[1])
 return {1}
 `)
 
 // ARGV: [1] now, [2] after ("" for the start), [3] limit.
 // Reply: thread, createdAt, expiresAt triples in bytewise thread order.
-var listSubsScript = script(subLib + `
+var listSubsScript = script(subLib, `
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[3])
 local min = '-'
@@ -550,7 +578,7 @@ return vs
 `)
 
 // ARGV: [1] expiresAt, [2..] values. Snapshot import of a list.
-var importListScript = script(`
+var importListScript = script(luaChunks, `
 redis.call('DEL', KEYS[2])
 local vs = {}
 for i = 2, #ARGV do vs[#vs + 1] = ARGV[i] end
@@ -653,7 +681,7 @@ end
 // expiresAt, [6] expiresAt, [7] maxHolders, [8] queueMax, [9] dropNewest,
 // [10] idleExpiresAt. Reply: {outcome, token, owner, acquiredAt,
 // expiresAt, dropped entries...}.
-var acquireScript = script(lockLib + `
+var acquireScript = script(luaChunks, lockLib, `
 local now = tonumber(ARGV[1])
 local idle = tonumber(ARGV[10])
 local st = lk_load()
@@ -705,7 +733,7 @@ return rep
 
 // ARGV: [1] now, [2] token, [3] expiresAt. Reply: {0} not the owner, or
 // {1, token, owner, acquiredAt, expiresAt}.
-var extendScript = script(lockLib + `
+var extendScript = script(luaChunks, lockLib, `
 local now = tonumber(ARGV[1])
 local st = lk_load()
 local i = lk_find(st, tonumber(ARGV[2]), now)
@@ -719,7 +747,7 @@ return rep
 
 // ARGV: [1] now, [2] token ("" for a forced release), [3] idleExpiresAt.
 // Reply: {0} not the owner, or {1, entries...}.
-var releaseScript = script(lockLib + `
+var releaseScript = script(luaChunks, lockLib, `
 local now = tonumber(ARGV[1])
 local idle = tonumber(ARGV[3])
 local st = lk_load()
@@ -746,7 +774,7 @@ return out
 // ARGV: [1] now, [2] token, [3] expiresAt, [4] idleExpiresAt. Reply: {0}
 // not the owner, {2} released, {1, entry, token, owner, acquiredAt,
 // expiresAt} still held for entry.
-var handoverScript = script(lockLib + `
+var handoverScript = script(luaChunks, lockLib, `
 local now = tonumber(ARGV[1])
 local idle = tonumber(ARGV[4])
 local token = tonumber(ARGV[2])
@@ -772,7 +800,7 @@ return rep
 
 // ARGV: [1] now. Reply: {0} no record, or {1, fence, x, nholders,
 // (token, owner, acquiredAt, expiresAt)..., entries...}. Read only.
-var inspectScript = script(lockLib + `
+var inspectScript = script(luaChunks, lockLib, `
 local now = tonumber(ARGV[1])
 local st = lk_load()
 if not st.exists then return {0} end
@@ -788,7 +816,7 @@ return out
 
 // ARGV: [1] fence, [2] x, [3] nholders, (token, packed holder)...,
 // entries... Snapshot import: the record as given.
-var importLockScript = script(lockLib + `
+var importLockScript = script(luaChunks, lockLib, `
 redis.call('DEL', KEYS[1], KEYS[2])
 local st = {fence = tonumber(ARGV[1]), x = tonumber(ARGV[2]), holders = {}, pending = {}}
 local n = tonumber(ARGV[3])
@@ -876,14 +904,14 @@ end
 // ARGV: [1] unused, then 7 fields per issue: channel, uid, correlation,
 // post, open, expiresAt, body. Lapsed closed issues are collected by the
 // server's clock (the driver call carries no now).
-var saveIssuesScript = script(incidentLib + `
+var saveIssuesScript = script(luaLex, incidentLib, `
 for i = 2, #ARGV, 7 do is_put(ARGV, i) end
 is_gc(server_now())
 return {1}
 `)
 
 // ARGV: [1] unused, [2] source channel, [3..9] the issue.
-var moveIssueScript = script(incidentLib + `
+var moveIssueScript = script(luaLex, incidentLib, `
 is_remove(ARGV[2], ARGV[4])
 is_put(ARGV, 3)
 is_gc(server_now())
@@ -892,7 +920,7 @@ return {1}
 
 // ARGV: [1] now, [2] "corr" | "post" | "open", [3] channel, [4] correlation
 // or post id. Reply: uid, record pairs, uid order.
-var findIssuesScript = script(incidentLib + `
+var findIssuesScript = script(luaLex, incidentLib, `
 local now = tonumber(ARGV[1])
 local ch = ARGV[3]
 local mode = ARGV[2]
@@ -911,7 +939,7 @@ end)
 `)
 
 // ARGV: [1] now. Reply: the channels with a live open issue, once each.
-var activeChannelsScript = script(incidentLib + `
+var activeChannelsScript = script(luaLex, incidentLib, `
 local now = tonumber(ARGV[1])
 local out = {}
 local min = '-'
@@ -944,7 +972,7 @@ return out
 // body}), [2] alert expiry zset. ARGV: [1] unused, [2] channel, [3] uid,
 // [4] expiresAt, [5] timestamp, [6] body. Lapsed alerts are collected by the
 // server's clock.
-var saveAlertScript = script(`
+var saveAlertScript = script(luaLex, `
 local f = lp(ARGV[2]) .. ARGV[3]
 redis.call('HSET', KEYS[1], f, pk({ARGV[4], ARGV[5], ARGV[6]}))
 redis.call('ZADD', KEYS[2], score(ARGV[4]), f)

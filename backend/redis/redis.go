@@ -34,6 +34,7 @@ type Driver struct {
 	prefix  string
 	cluster bool
 	closed  atomic.Bool
+	inserts atomic.Uint64
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -65,7 +66,7 @@ func ParseURL(u *url.URL) (Options, error) {
 	bad := func(format string, args ...any) (Options, error) {
 		return Options{}, &urlError{u: u.Redacted(), msg: fmt.Sprintf(format, args...)}
 	}
-	tlsOn := false
+	tlsOn, skipVerify := false, false
 	switch u.Scheme {
 	case "redis":
 	case "rediss":
@@ -155,16 +156,14 @@ func ParseURL(u *url.URL) (Options, error) {
 			if err != nil || !tlsOn {
 				return bad("skip_verify needs a rediss scheme and a boolean")
 			}
-			tlsOn = true
-			if b {
-				o.Client.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: first, InsecureSkipVerify: true} //nolint:gosec // asked for by the URL, for test certificates
-			}
+			skipVerify = b
 		default:
 			return bad("unknown option %q (known: prefix, dial_timeout, write_timeout, client_name, skip_verify)", name)
 		}
 	}
-	if tlsOn && o.Client.TLSConfig == nil {
-		o.Client.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: first}
+	if tlsOn {
+		// InsecureSkipVerify only when the URL asks, for test certificates.
+		o.Client.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: first, InsecureSkipVerify: skipVerify} //nolint:gosec
 	}
 	// Standalone URLs talk to exactly the server named; Cluster URLs
 	// discover the slots from any of the seeds.

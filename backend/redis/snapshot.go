@@ -415,7 +415,7 @@ func (d *Driver) importOp(r *driver.Record) (op, error) {
 		if !ok {
 			return op{}, errors.New("redis: import: bad event status")
 		}
-		return lua(importEventScript, d.eventKeys(r.NS, r.Key), "", r.Key, packEvent(&e),
+		return lua(importEventScript, d.eventKeys(r.NS, r.Key), "", r.Key, d.eventBase(r.NS), packEvent(&e),
 			strconv.Itoa(int(e.Status)), us(e.CreatedAt), us(e.LeaseUntil), us(e.ExpiresAt))
 	case driver.KindConversation:
 		c := r.Conversation()

@@ -1,0 +1,256 @@
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/botstate/botstate"
+	"github.com/botstate/botstate/driver"
+	"github.com/botstate/botstate/statetest"
+)
+
+func TestParseURL(t *testing.T) {
+	good := []struct {
+		url     string
+		addrs   []string
+		db      int
+		prefix  string
+		cluster bool
+		tls     bool
+		user    string
+		pass    string
+	}{
+		{url: "redis://localhost", addrs: []string{"localhost:6379"}, prefix: DefaultPrefix},
+		{url: "redis://u:p%40ss@10.0.0.1:7000/3?prefix=bot:", addrs: []string{"10.0.0.1:7000"}, db: 3, prefix: "bot:", user: "u", pass: "p@ss"},
+		{url: "redis://:secret@h/", addrs: []string{"h:6379"}, prefix: DefaultPrefix, pass: "secret"},
+		{url: "rediss://h:6380?prefix=", addrs: []string{"h:6380"}, prefix: "", tls: true},
+		{url: "redis+cluster://a,b:2,c:3", addrs: []string{"a:6379", "b:2", "c:3"}, prefix: DefaultPrefix, cluster: true},
+		{url: "rediss+cluster://a:1,b:2?dial_timeout=2s&write_timeout=3s&client_name=x", addrs: []string{"a:1", "b:2"}, prefix: DefaultPrefix, cluster: true, tls: true},
+	}
+	for _, c := range good {
+		u, err := url.Parse(c.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := ParseURL(u)
+		if err != nil {
+			t.Errorf("%s: %v", c.url, err)
+			continue
+		}
+		if strings.Join(o.Client.InitAddress, ",") != strings.Join(c.addrs, ",") || o.Client.SelectDB != c.db ||
+			o.Prefix != c.prefix || o.Cluster != c.cluster || (o.Client.TLSConfig != nil) != c.tls ||
+			o.Client.Username != c.user || o.Client.Password != c.pass || o.Client.ForceSingleClient == c.cluster {
+			t.Errorf("%s: got %+v", c.url, o)
+		}
+	}
+	bad := []string{
+		"redis://", "redis://a,b", "redis://h/x", "redis://h/1/2", "redis+cluster://a/1",
+		"redis://h?prefix=a{b", "redis://h?prefix=}", "redis://h?nope=1", "redis://h?dial_timeout=soon",
+		"redis://h?skip_verify=1", "redis://h:0", "redis://h:99999", "redis://h?prefix=a&prefix=b",
+	}
+	for _, raw := range bad {
+		u, err := url.Parse(raw)
+		if err != nil {
+			continue
+		}
+		if _, err := ParseURL(u); !errors.Is(err, driver.ErrInvalidArgument) {
+			t.Errorf("%s: got %v, want ErrInvalidArgument", raw, err)
+		}
+	}
+}
+
+func TestPackRoundTrip(t *testing.T) {
+	for _, fields := range [][]string{{}, {""}, {"", ""}, {"a:b", "12:x", "\x00\xff", strings.Repeat("z", 1000)}} {
+		got, err := unpack(pack(fields...), len(fields))
+		if err != nil || strings.Join(got, "|") != strings.Join(fields, "|") {
+			t.Errorf("%q: got %q, %v", fields, got, err)
+		}
+	}
+	for _, bad := range []string{"x", "3:ab", ":", "-1:", "1a:b"} {
+		if _, err := unpack(bad, 1); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// open opens a store on the standalone server with a fake clock and returns
+// the driver underneath.
+func open(t *testing.T, opts ...botstate.Option) (*botstate.Store, *Driver, *statetest.Clock) {
+	t.Helper()
+	raw := statetest.BackendURL(t, "BOTSTATE_REDIS_URL")
+	clock := statetest.NewClock()
+	st, err := botstate.Open(context.Background(), raw, append([]botstate.Option{botstate.WithClock(clock)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ns := "it-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	return st.Namespace(ns), st.Driver().(*Driver), clock
+}
+
+func (d *Driver) keysOf(t *testing.T, ns string) []string {
+	t.Helper()
+	ctx := context.Background()
+	var keys []string
+	var cursor uint64
+	for {
+		e, err := d.client.Do(ctx, d.client.B().Scan().Cursor(cursor).Match(globEscape(d.prefix)+"{"+ns+":*").Count(1000).Build()).AsScanEntry()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, e.Elements...)
+		if cursor = e.Cursor; cursor == 0 {
+			return keys
+		}
+	}
+}
+
+// TestEveryKeyExpires writes every kind of item with a TTL and checks that
+// every key it left behind carries a Redis expiry, so that an idle namespace
+// is reclaimed by Redis on its own. The exceptions are the items the
+// contract keeps forever: open issues (and their indexes), move mappings and
+// processing states.
+func TestEveryKeyExpires(t *testing.T) {
+	st, d, _ := open(t, botstate.WithEventLimit(100), botstate.WithConversationTTL(time.Hour))
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := st.Events()
+	_, err := ev.Record(ctx, "r", []byte("p"))
+	must(err)
+	c, err := ev.Claim(ctx, "c", []byte("p"), time.Minute)
+	must(err)
+	_, err = ev.Claim(ctx, "done", nil, time.Minute)
+	must(err)
+	c2, _ := ev.Claim(ctx, "done2", nil, time.Minute)
+	must(ev.Complete(ctx, c2.Token, []byte("r")))
+	_ = c
+	_, err = st.Conversations().UpdateData(ctx, "conv", map[string]any{"a": 1})
+	must(err)
+	must(st.Threads().Subscribe(ctx, "th", time.Hour))
+	_, err = st.ThreadState().Merge(ctx, "T", map[string]any{"a": 1}, time.Hour)
+	must(err)
+	must(st.ChannelState().Put(ctx, "C", map[string]any{"a": 1}, time.Hour))
+	must(st.Cache().Set(ctx, "v", []byte("x"), time.Hour))
+	_, err = st.Cache().Append(ctx, "l", []byte("x"), 10, time.Hour)
+	must(err)
+	l, err := st.Locks().Acquire(ctx, "lk", "o", nil, botstate.LockPolicy{TTL: time.Minute})
+	must(err)
+	_, err = st.Locks().Acquire(ctx, "lk", "o2", []byte("e"), botstate.LockPolicy{TTL: time.Minute, Strategy: botstate.Queue, EntryTTL: time.Minute})
+	must(err)
+	_, err = st.Locks().Acquire(ctx, "idle", "o", nil, botstate.LockPolicy{TTL: time.Minute})
+	must(err)
+	_ = l
+	must(st.Incidents().SaveAlert(ctx, &botstate.Alert{ChannelID: "C1", UniqueID: "a", Body: json.RawMessage(`{}`)}))
+
+	keys := d.keysOf(t, st.Name())
+	if len(keys) < 15 {
+		t.Fatalf("only %d keys: %q", len(keys), keys)
+	}
+	for _, k := range keys {
+		ms, err := d.client.Do(ctx, d.client.B().Pttl().Key(k).Build()).AsInt64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ms < 0 {
+			t.Errorf("key %q has no expiry (PTTL %d)", k, ms)
+		}
+	}
+}
+
+// TestEventIndexesAreCollected checks that events whose window ended leave
+// the namespace's indexes once later inserts run, without any listing.
+func TestEventIndexesAreCollected(t *testing.T) {
+	st, d, clock := open(t, botstate.WithEventWindow(time.Hour))
+	ctx := context.Background()
+	ev := st.Events()
+	for i := 0; i < 100; i++ {
+		if _, err := ev.Record(ctx, "old"+strconv.Itoa(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(2 * time.Hour)
+	for i := 0; i < 4*gcEvery; i++ {
+		if _, err := ev.Claim(ctx, "new"+strconv.Itoa(i), nil, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := d.eventKeys(st.Name(), "")
+	for _, k := range []string{keys[1], keys[3]} {
+		n, err := d.client.Do(ctx, d.client.B().Zcard().Key(k).Build()).AsInt64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := int64(4*gcEvery + 1); n != want { // + the sentinel
+			t.Errorf("%s holds %d members, want %d", k, n, want)
+		}
+	}
+	for _, k := range d.keysOf(t, st.Name()) {
+		if strings.Contains(k, "k:old") {
+			t.Errorf("lapsed event %q is still stored", k)
+		}
+	}
+}
+
+// TestKeysNeverCollide stores items under keys built to look like other
+// keys' layouts, in two namespaces, and reads each back.
+func TestKeysNeverCollide(t *testing.T) {
+	st, _, _ := open(t)
+	other := st.Namespace(st.Name() + "x")
+	ctx := context.Background()
+	keys := []string{"a", "a}", "{a}", "}{", "k:a", "p", "c", "x", "o", "s", "h", "v" + "a", "la", "ma", "qa", "1:a", "é{ü}", "a:e}k:b"}
+	for _, s := range []*botstate.Store{st, other} {
+		for _, k := range keys {
+			if err := s.Cache().Set(ctx, k, []byte(s.Name()+"|"+k), 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Cache().Append(ctx, k, []byte("L"+s.Name()+"|"+k), 5, 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Events().Record(ctx, k, []byte(s.Name()+"|"+k)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, s := range []*botstate.Store{st, other} {
+		for _, k := range keys {
+			v, ok, err := s.Cache().Get(ctx, k)
+			if err != nil || !ok || string(v) != s.Name()+"|"+k {
+				t.Errorf("cache %q in %s: %q %v %v", k, s.Name(), v, ok, err)
+			}
+			l, err := s.Cache().List(ctx, k)
+			if err != nil || len(l) != 1 || string(l[0]) != "L"+s.Name()+"|"+k {
+				t.Errorf("list %q in %s: %q %v", k, s.Name(), l, err)
+			}
+			e, err := s.Events().Get(ctx, k)
+			if err != nil || string(e.Payload) != s.Name()+"|"+k {
+				t.Errorf("event %q in %s: %q %v", k, s.Name(), e.Payload, err)
+			}
+		}
+		p, err := s.Events().Pending(ctx, 1000)
+		if err != nil || len(p) != len(keys) {
+			t.Errorf("pending in %s: %d events, %v", s.Name(), len(p), err)
+		}
+	}
+}
+
+func TestParseURLIPv6(t *testing.T) {
+	u, err := url.Parse("redis://[::1]:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ParseURL(u)
+	if err != nil || o.Client.InitAddress[0] != "[::1]:7000" {
+		t.Fatalf("got %v, %v", o.Client.InitAddress, err)
+	}
+}
