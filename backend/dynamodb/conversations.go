@@ -126,8 +126,8 @@ func (d *Driver) GetConversation(ctx context.Context, ns, key string, now time.T
 
 // touch adds the clauses every write of a conversation or doc makes: the
 // update time, the expiry (set or removed) and a new revision.
-func touch(e *expr, set, remove []string, now, expiresAt time.Time) ([]string, []string) {
-	set = append(set, e.n(cvUpdated)+" = "+e.v(avTime(now)), e.n(attrRev)+" = "+e.v(newRev()))
+func touch(e *expr, set, remove []string, now, expiresAt time.Time, rev string) ([]string, []string) {
+	set = append(set, e.n(cvUpdated)+" = "+e.v(avTime(now)), e.n(attrRev)+" = "+e.v(avN(rev)))
 	if expiresAt.IsZero() {
 		remove = append(remove, e.n(attrExp), e.n(attrTTL))
 	} else {
@@ -188,7 +188,7 @@ func (d *Driver) convWrite(ctx context.Context, op, ns string, w driver.Conversa
 			return driver.Conversation{}, err
 		}
 		set = append(set, e.n(cvVersion)+" = "+e.n(cvVersion)+" + "+e.v(avInt(1)))
-		set, remove = touch(e, set, remove, w.Now, w.ExpiresAt)
+		set, remove = touch(e, set, remove, w.Now, w.ExpiresAt, revision())
 		it, ok, err := d.updateLive(ctx, pk, skConv, w.Key, e, set, remove, w.Now, "")
 		if err != nil {
 			return driver.Conversation{}, fail(ctx, op, err)
@@ -365,12 +365,18 @@ func (d *Driver) SwapConversation(ctx context.Context, ns string, w driver.Conve
 	set, remove := setOrRemove(e, nil, nil, cvFlow, next.Flow)
 	set, remove = setOrRemove(e, set, remove, cvState, next.State)
 	set = append(set, e.n(cvData)+" = "+e.v(dv), e.n(cvVersion)+" = "+e.n(cvVersion)+" + "+e.v(avInt(1)))
-	set, remove = touch(e, set, remove, w.Now, w.ExpiresAt)
+	rev := revision()
+	set, remove = touch(e, set, remove, w.Now, w.ExpiresAt, rev)
 	it, ok, err := d.updateLive(ctx, pkConv(ns, w.Key), skConv, w.Key, e, set, remove, w.Now, e.n(cvVersion)+" = "+e.v(avInt(version)))
 	if err != nil {
 		return driver.Conversation{}, fail(ctx, op, err)
 	}
 	if !ok {
+		// A lost answer resent by the SDK fails the version condition
+		// after the first request landed: our revision tells.
+		if s, err := d.read(ctx, pkConv(ns, w.Key), skConv); err == nil && s.exists && s.rev == rev {
+			return decodeConv(s.it), nil
+		}
 		return driver.Conversation{}, driver.ErrConflict
 	}
 	return decodeConv(it), nil
@@ -472,7 +478,7 @@ func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id
 			}
 		} else {
 			e := newExpr()
-			set, remove := touch(e, memberSets(e, obj), nil, now, expiresAt)
+			set, remove := touch(e, memberSets(e, obj), nil, now, expiresAt, revision())
 			it, ok, err := d.updateLive(ctx, pk, skDoc, id, e, set, remove, now, "")
 			if err != nil {
 				return driver.Doc{}, fail(ctx, op, err)

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/botstate/botstate/driver"
@@ -180,6 +181,10 @@ func New(ctx context.Context, o Options, cfg driver.Config) (*Driver, error) {
 	httpc := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
 		tr.MaxIdleConns = 256
 		tr.MaxIdleConnsPerHost = 256
+		// A server that accepts connections but never answers must
+		// fail the attempt (ErrUnavailable) even under a context with
+		// no deadline; DynamoDB answers every call in well under this.
+		tr.ResponseHeaderTimeout = 30 * time.Second
 	})
 	opts := []func(*config.LoadOptions) error{
 		config.WithHTTPClient(httpc),
@@ -345,7 +350,7 @@ func fail(ctx context.Context, op string, err error) error {
 	if errors.As(err, &ae) {
 		code, msg := ae.ErrorCode(), ae.ErrorMessage()
 		switch {
-		case code == "ValidationException" && tooLargeMessage(msg):
+		case code == "ValidationException" && tooLargeMessage(msg), cancelledTooLarge(err):
 			return &opError{op: op, msg: "item over DynamoDB's 400 KB limit", errs: []error{driver.ErrTooLarge, err}}
 		case code == "ResourceNotFoundException":
 			return &opError{op: op, msg: "table or index missing (open with create=1, or create it)", errs: []error{err}}
@@ -357,6 +362,21 @@ func fail(ctx context.Context, op string, err error) error {
 	// Not an answer from the service (connection refused or reset, a
 	// timeout, DNS): the request never completed.
 	return &opError{op: op, errs: []error{driver.ErrUnavailable, err}}
+}
+
+// cancelledTooLarge reports a transaction cancelled because an item in it
+// was over the size limit.
+func cancelledTooLarge(err error) bool {
+	var tc *types.TransactionCanceledException
+	if !errors.As(err, &tc) {
+		return false
+	}
+	for _, r := range tc.CancellationReasons {
+		if aws.ToString(r.Code) == "ValidationError" && tooLargeMessage(aws.ToString(r.Message)) {
+			return true
+		}
+	}
+	return false
 }
 
 func tooLargeMessage(msg string) bool {

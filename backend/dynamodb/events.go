@@ -31,7 +31,7 @@ const (
 
 // eventItem is the stored form of an event. Unfinished events carry the
 // GSIIsOpen keys that Pending and Expired query.
-func eventItem(ns string, e *driver.Event, ord string) item {
+func eventItem(ns string, e *driver.Event, ord, rev string) item {
 	it := keyOf(pkEvent(ns, e.Key), skEvent)
 	it[attrType] = avS(typeEvent)
 	it[attrKey] = avS(e.Key)
@@ -49,7 +49,7 @@ func eventItem(ns string, e *driver.Event, ord string) item {
 	setTime(it, evCreated, e.CreatedAt)
 	setTime(it, evLease, e.LeaseUntil)
 	setExpiry(it, e.ExpiresAt)
-	it[attrRev] = newRev()
+	it[attrRev] = avN(rev)
 	if ord != "" {
 		it[evOrder] = avS(ord)
 	}
@@ -105,9 +105,24 @@ func (d *Driver) read(ctx context.Context, pk, sk string) (stored, error) {
 // condition, or a transaction conflict. The caller reads again and retries.
 func retryable(err error) bool {
 	var cc *types.ConditionalCheckFailedException
-	var tc *types.TransactionCanceledException
 	var conflict *types.TransactionConflictException
-	return errors.As(err, &cc) || errors.As(err, &tc) || errors.As(err, &conflict)
+	if errors.As(err, &cc) || errors.As(err, &conflict) {
+		return true
+	}
+	codes, ok := cancelled(err)
+	if !ok {
+		return false
+	}
+	// Only a lost race: any other reason (a validation error, an item
+	// collection over its limit) would fail again the same way.
+	for _, c := range codes {
+		switch c {
+		case "", "None", "ConditionalCheckFailed", "TransactionConflict":
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // cancelled returns the reason codes of a cancelled transaction.
@@ -157,15 +172,16 @@ func (d *Driver) readEvent(ctx context.Context, ns, key string) (eventState, err
 // limit); otherwise next is an insertion, which under a limit also writes
 // its order item and counts it, and drops the order item of the expired
 // event it replaces, in one transaction. ok is false when another writer
-// changed the event first.
-func (d *Driver) writeEvent(ctx context.Context, ns string, cur eventState, live bool, next *driver.Event, limit int) (bool, error) {
+// changed the event first. The write stores revision rev: a caller whose
+// write failed to answer can tell it landed by finding rev stored.
+func (d *Driver) writeEvent(ctx context.Context, ns string, cur eventState, live bool, next *driver.Event, limit int, rev string) (bool, error) {
 	const op = "event write"
 	if live || (limit == 0 && cur.ord == "") {
 		ord := ""
 		if live {
 			ord = cur.ord
 		}
-		it := eventItem(ns, next, ord)
+		it := eventItem(ns, next, ord, rev)
 		if err := checkSize(op, it); err != nil {
 			return false, err
 		}
@@ -176,7 +192,7 @@ func (d *Driver) writeEvent(ctx context.Context, ns string, cur eventState, live
 	if limit > 0 {
 		newOrd = orderSK(next.CreatedAt, next.Key)
 	}
-	it := eventItem(ns, next, newOrd)
+	it := eventItem(ns, next, newOrd, rev)
 	if err := checkSize(op, it); err != nil {
 		return false, err
 	}
@@ -331,18 +347,24 @@ func (d *Driver) RecordEvent(ctx context.Context, ns string, w driver.EventWrite
 		return false, err
 	}
 	var cur eventState
+	rev := revision()
 	for n := 0; n < maxAttempts; n++ {
 		if n > 0 {
 			var err error
 			if cur, err = d.readEvent(ctx, ns, w.Key); err != nil {
 				return false, fail(ctx, op, err)
 			}
+			if cur.rev == rev {
+				// Our write landed but its answer was lost and the
+				// SDK's retry found the key taken.
+				return true, nil
+			}
 			if cur.exists && driver.Live(cur.ev.ExpiresAt, w.Now) {
 				return false, nil
 			}
 		}
 		next := driver.Event{Key: w.Key, Status: driver.EventRecorded, Payload: w.Payload, CreatedAt: w.Now, ExpiresAt: w.ExpiresAt}
-		ok, err := d.writeEvent(ctx, ns, cur, false, &next, w.Limit)
+		ok, err := d.writeEvent(ctx, ns, cur, false, &next, w.Limit, rev)
 		if err != nil {
 			return false, fail(ctx, op, err)
 		}
@@ -408,6 +430,8 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 		return driver.ClaimReply{}, err
 	}
 	var cur eventState
+	var won driver.ClaimReply
+	rev := revision()
 	for n := 0; n < maxAttempts; n++ {
 		// A Claim first bets on a new key, the common case, and skips
 		// the read; a Reclaim never inserts, so it always reads.
@@ -416,13 +440,17 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 			if cur, err = d.readEvent(ctx, ns, r.Key); err != nil {
 				return driver.ClaimReply{}, fail(ctx, op, err)
 			}
+			if n > 0 && cur.rev == rev {
+				return won, nil // our write landed; its answer was lost
+			}
 		}
 		live := cur.exists && driver.Live(cur.ev.ExpiresAt, r.Now)
 		rep, next, write, err := driver.ApplyClaim(cur.ev, live, r)
 		if err != nil || !write {
 			return rep, err
 		}
-		ok, err := d.writeEvent(ctx, ns, cur, live, &next, r.Limit)
+		won = rep
+		ok, err := d.writeEvent(ctx, ns, cur, live, &next, r.Limit, rev)
 		if err != nil {
 			return driver.ClaimReply{}, fail(ctx, op, err)
 		}
@@ -447,7 +475,8 @@ func (d *Driver) finish(ctx context.Context, op, ns, key, token string, complete
 	e := newExpr()
 	cond := e.live(now) + " AND " + e.n(evStatus) + " = " + e.v(avInt(int64(driver.EventClaimed))) +
 		" AND " + e.n(evToken) + " = " + e.v(avS(token)) + " AND " + e.n(attrKey) + " = " + e.v(avS(key))
-	set := []string{e.n(attrRev) + " = " + e.v(newRev())}
+	rev := revision()
+	set := []string{e.n(attrRev) + " = " + e.v(avN(rev))}
 	remove := []string{e.n(evToken), e.n(evLease)}
 	if complete {
 		if len(result) > maxItemSize {
@@ -477,6 +506,11 @@ func (d *Driver) finish(ctx context.Context, op, ns, key, token string, complete
 	})
 	var cc *types.ConditionalCheckFailedException
 	if errors.As(err, &cc) {
+		// The SDK resends a request whose answer was lost; the resent
+		// one fails its condition when the first one landed.
+		if s, rerr := d.read(ctx, pkEvent(ns, key), skEvent); rerr == nil && s.rev == rev {
+			return nil
+		}
 		return driver.ErrNotOwner
 	}
 	return fail(ctx, op, err)

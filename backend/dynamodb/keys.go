@@ -174,7 +174,9 @@ func avTTL(t time.Time) av { return avInt(t.Unix() + 1) }
 // newRev returns a fresh revision for optimistic writes. It is random rather
 // than a counter so that an item deleted and created again can never repeat
 // a revision a slow writer read before.
-func newRev() av { return avUint(rand.Uint64()) }
+func newRev() av { return avN(revision()) }
+
+func revision() string { return strconv.FormatUint(rand.Uint64(), 10) }
 
 // ---- reading items ---------------------------------------------------------------
 

@@ -28,7 +28,7 @@ const (
 // keeps tokens growing after a deletion.
 const lockTTLMargin = time.Hour
 
-func lockItem(ns string, st *driver.LockState) (item, error) {
+func lockItem(ns string, st *driver.LockState, rev string) (item, error) {
 	hs := st.Holders
 	if hs == nil {
 		hs = []driver.Holder{}
@@ -57,7 +57,7 @@ func lockItem(ns string, st *driver.LockState) (item, error) {
 	if gc, ok := lockGC(st); ok {
 		it[attrTTL] = avTTL(gc.Add(lockTTLMargin))
 	}
-	it[attrRev] = newRev()
+	it[attrRev] = avN(rev)
 	return it, nil
 }
 
@@ -129,10 +129,16 @@ func (d *Driver) withLock(ctx context.Context, op, ns, key string, now time.Time
 		return err
 	}
 	pk := pkLock(ns, key)
+	rev, wrote := revision(), false
 	for n := 0; n < maxAttempts; n++ {
 		s, err := d.read(ctx, pk, skLock)
 		if err != nil {
 			return fail(ctx, op, err)
+		}
+		if wrote && s.rev == rev {
+			// Our put landed but its answer was lost (the SDK's resend
+			// failed the condition): fn's results stand.
+			return nil
 		}
 		st := driver.LockState{Key: key}
 		if s.exists {
@@ -165,13 +171,14 @@ func (d *Driver) withLock(ctx context.Context, op, ns, key string, now time.Time
 			return nil
 		default:
 			var it item
-			if it, err = lockItem(ns, &st); err != nil {
+			if it, err = lockItem(ns, &st, rev); err != nil {
 				return fail(ctx, op, err)
 			}
 			if err := checkSize(op, it); err != nil {
 				return err
 			}
 			ok, err = d.putIf(ctx, it, e.sameRev(s.rev), e)
+			wrote = true
 		}
 		if err != nil {
 			return fail(ctx, op, err)

@@ -91,7 +91,7 @@ func recordItem(r *driver.Record) (item, error) {
 		if !ok {
 			return nil, fmt.Errorf("event %q: unknown status %q", r.Key, r.Status)
 		}
-		return eventItem(r.NS, &ev, ""), nil
+		return eventItem(r.NS, &ev, "", revision()), nil
 	case driver.KindConversation:
 		c := r.Conversation()
 		return convItem(r.NS, &c)
@@ -112,7 +112,7 @@ func recordItem(r *driver.Record) (item, error) {
 	case driver.KindCacheList:
 		return listItem(r.NS, r.Key, r.Values, r.ExpiresAt), nil
 	case driver.KindLock:
-		return lockItem(r.NS, &driver.LockState{Key: r.Key, Holders: r.Holders, Pending: r.Pending, Fence: r.Fence, ExpiresAt: r.ExpiresAt})
+		return lockItem(r.NS, &driver.LockState{Key: r.Key, Holders: r.Holders, Pending: r.Pending, Fence: r.Fence, ExpiresAt: r.ExpiresAt}, revision())
 	case driver.KindAlert:
 		a := r.Alert()
 		return alertItem(r.NS, &a), nil
