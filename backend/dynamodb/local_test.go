@@ -7,12 +7,16 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/botstate/botstate/driver"
 	"github.com/botstate/botstate/statetest"
@@ -387,5 +391,73 @@ func TestEventLimitEvictsAndForgetGivesThePlaceBack(t *testing.T) {
 	c, err := d.read(ctx, pkEventCount(ns), skCount)
 	if err != nil || getInt(c.it, cntN) != 2 {
 		t.Fatalf("counter %d (%v), want 2", getInt(c.it, cntN), err)
+	}
+}
+
+// dropFirstAnswers makes the first answer of each named operation look lost
+// in transit after DynamoDB applied the request, as a reset connection
+// would: the SDK then resends the request, whose condition now fails.
+func dropFirstAnswers(d *Driver, ops ...string) {
+	left := map[string]int{}
+	for _, op := range ops {
+		left[op]++
+	}
+	var mu sync.Mutex
+	d.db = dynamodb.New(d.db.Options(), func(o *dynamodb.Options) {
+		o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+			return st.Deserialize.Add(middleware.DeserializeMiddlewareFunc("dropAnswer",
+				func(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (middleware.DeserializeOutput, middleware.Metadata, error) {
+					out, md, err := next.HandleDeserialize(ctx, in)
+					op := awsmiddleware.GetOperationName(ctx)
+					mu.Lock()
+					defer mu.Unlock()
+					if err == nil && left[op] > 0 {
+						left[op]--
+						return out, md, &smithyhttp.RequestSendError{Err: errors.New("answer lost in transit")}
+					}
+					return out, md, err
+				}), middleware.After)
+		})
+	})
+}
+
+func TestWriteWhoseAnswerWasLostStillCounts(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns := testCtx(t), testNS(t)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+
+	dropFirstAnswers(d, "PutItem")
+	rep, err := d.ClaimEvent(ctx, ns, driver.ClaimRequest{EventWrite: driver.EventWrite{Key: "k", Now: now, ExpiresAt: now.Add(time.Hour)},
+		Token: "tok", LeaseUntil: now.Add(time.Minute)})
+	if err != nil || rep.Outcome != driver.ClaimAcquired {
+		t.Fatalf("claim whose answer was lost: %v %v, want acquired", rep.Outcome, err)
+	}
+	dropFirstAnswers(d, "UpdateItem")
+	if err := d.CompleteEvent(ctx, ns, "k", "tok", []byte("done"), now, now.Add(time.Hour)); err != nil {
+		t.Fatalf("complete whose answer was lost: %v", err)
+	}
+	if ev, _, _ := d.LookupEvent(ctx, ns, "k", now); ev.Status != driver.EventCompleted || string(ev.Result) != "done" {
+		t.Fatalf("event after complete: %+v", ev)
+	}
+
+	dropFirstAnswers(d, "PutItem")
+	ar, err := d.Acquire(ctx, ns, driver.AcquireRequest{Key: "lock", Owner: "me", Strategy: driver.Reject, Now: now, ExpiresAt: now.Add(time.Minute)})
+	if err != nil || ar.Outcome != driver.Acquired {
+		t.Fatalf("acquire whose answer was lost: %v %v", ar.Outcome, err)
+	}
+	st, _, _ := d.InspectLock(ctx, ns, "lock", now)
+	if len(st.Holders) != 1 || st.Holders[0].Token != ar.Holder.Token {
+		t.Fatalf("lock after acquire: %+v, want one holder with token %d", st, ar.Holder.Token)
+	}
+
+	w := driver.ConversationWrite{Key: "c", Now: now}
+	c, err := d.SetConversationState(ctx, ns, w, "", false, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropFirstAnswers(d, "UpdateItem")
+	c, err = d.SwapConversation(ctx, ns, w, c.Version, driver.Conversation{State: "s2", Data: []byte(`{}`)})
+	if err != nil || c.State != "s2" || c.Version != 2 {
+		t.Fatalf("swap whose answer was lost: %+v %v", c, err)
 	}
 }
