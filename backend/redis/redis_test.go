@@ -2,10 +2,14 @@ package redis_test
 
 import (
 	"context"
+	"net/url"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/botstate/botstate"
-	_ "github.com/botstate/botstate/backend/redis"
+	redisbackend "github.com/botstate/botstate/backend/redis"
 	"github.com/botstate/botstate/statetest"
 )
 
@@ -30,4 +34,44 @@ func TestConformance(t *testing.T) {
 // Cluster: every script must keep its keys in one slot.
 func TestConformanceCluster(t *testing.T) {
 	statetest.Run(t, opener(statetest.BackendURL(t, "BOTSTATE_REDIS_CLUSTER_URL")))
+}
+
+// TestTLSWithACLUserAndDatabase opens a rediss:// URL with a user, a
+// password, a database and a key prefix, and checks that the items land
+// there and that a wrong password is refused.
+func TestTLSWithACLUserAndDatabase(t *testing.T) {
+	raw := statetest.BackendURL(t, "BOTSTATE_REDIS_TLS_URL")
+	ctx := context.Background()
+	st, err := botstate.Open(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ns := st.Namespace("tls-" + strconv.FormatInt(time.Now().UnixNano(), 36))
+	c, err := ns.Events().Claim(ctx, "k", []byte("p"), time.Minute)
+	if err != nil || c.Status != botstate.Claimed {
+		t.Fatalf("claim over TLS: %+v, %v", c, err)
+	}
+	if err := ns.Events().Complete(ctx, c.Token, []byte("r")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns.Conversations().UpdateData(ctx, "conv", map[string]any{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	client := st.Driver().(*redisbackend.Driver).Client()
+	scan, err := client.Do(ctx, client.B().Scan().Cursor(0).Match("tls:{"+ns.Name()+":*").Count(100000).Build()).AsScanEntry()
+	if err != nil || len(scan.Elements) == 0 {
+		t.Fatalf("keys under the URL's prefix: %q, %v", scan.Elements, err)
+	}
+	db, err := client.Do(ctx, client.B().ClientInfo().Build()).ToString()
+	if err != nil || !strings.Contains(db, " db=2 ") {
+		t.Fatalf("connection is not on database 2: %q, %v", db, err)
+	}
+
+	u, _ := url.Parse(raw)
+	u.User = url.UserPassword("botstate", "wrong")
+	if st2, err := botstate.Open(ctx, u.String()); err == nil {
+		st2.Close()
+		t.Fatal("a wrong password was accepted")
+	}
 }

@@ -4,8 +4,10 @@
 #   redis.sh start DIR   install redis-server and redis-tools from Debian's
 #                        packages when missing, then start on free loopback
 #                        ports: one standalone server, a 3-master Cluster,
-#                        and a second standalone server that the fault test
-#                        may kill and restart; write their URLs to DIR/env
+#                        a second standalone server that the fault test may
+#                        kill and restart, and a TLS-only server with an ACL
+#                        user (self-signed certificate made with openssl);
+#                        write their URLs to DIR/env
 #   redis.sh stop DIR    stop every server started in DIR and remove DIR's
 #                        files
 #
@@ -72,20 +74,30 @@ serve() {
 start() {
   mkdir -p "$dir"
   install
-  local p1 pf c1 c2 c3
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  local p1 pf pt c1 c2 c3
   p1=$(free_port)
   pf=$(free_port)
+  pt=$(free_port)
   c1=$(free_port)
   c2=$(free_port)
   c3=$(free_port)
   conf standalone "$p1"
   conf fault "$pf"
+  mkdir -p "$dir/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext "subjectAltName=IP:127.0.0.1" \
+    -keyout "$dir/tls/key.pem" -out "$dir/tls/cert.pem" >/dev/null 2>&1
+  conf tls 0 "tls-port $pt" "tls-cert-file $dir/tls/cert.pem" "tls-key-file $dir/tls/key.pem" \
+    "tls-ca-cert-file $dir/tls/cert.pem" "tls-auth-clients no" \
+    "user default off" "user botstate on >s3cret ~* &* +@all"
   for p in "$c1" "$c2" "$c3"; do
     conf "cluster-$p" "$p" "cluster-enabled yes" "cluster-config-file $dir/cluster-$p/nodes.conf" \
       "cluster-node-timeout 5000"
   done
   serve standalone "$p1" || { stop; return 1; }
   serve fault "$pf" || { stop; return 1; }
+  serve tls "$pt" || { stop; return 1; }
   for p in "$c1" "$c2" "$c3"; do
     serve "cluster-$p" "$p" || { stop; return 1; }
   done
@@ -114,8 +126,9 @@ start() {
     echo "export BOTSTATE_REDIS_CLUSTER_URL='redis+cluster://127.0.0.1:$c1,127.0.0.1:$c2,127.0.0.1:$c3'"
     echo "export BOTSTATE_REDIS_FAULT_URL='redis://127.0.0.1:$pf/0'"
     echo "export BOTSTATE_REDIS_FAULT_CONF='$dir/fault.conf'"
+    echo "export BOTSTATE_REDIS_TLS_URL='rediss://botstate:s3cret@127.0.0.1:$pt/2?skip_verify=true&prefix=tls:'"
   } >"$dir/env"
-  echo "redis standalone on 127.0.0.1:$p1, fault server on 127.0.0.1:$pf, cluster on $c1,$c2,$c3"
+  echo "redis standalone on 127.0.0.1:$p1, fault server on $pf, TLS server on $pt, cluster on $c1,$c2,$c3"
 }
 
 stop() {
