@@ -29,21 +29,27 @@ const benchSchema = "botstate_bench"
 // pgbenchSeconds is how long pgbench runs (-T).
 const pgbenchSeconds = 10
 
-// baseline holds pgbench's tps per statement, measured earlier in the same
-// run, so the botstate sub-benchmarks report their ratio to it.
+// benchRounds is how many times each pair (pgbench, then botstate) runs,
+// one pair after the other, so that a machine whose load changes during the
+// run (other work on the same cores) affects both sides of a pair alike.
+const benchRounds = 3
+
+// baseline holds pgbench's tps per statement, measured just before, so the
+// botstate sub-benchmarks report their ratio to it.
 var baseline = map[string]float64{}
 
 // Record and Claim of fresh keys through the botstate API, against pgbench
 // running the equivalent INSERT ... ON CONFLICT DO NOTHING into a scratch
 // table with the same columns (and only the primary key: the cheapest
 // version of the same write), with the same number of clients, on the same
-// server, in the same run. Each sub-benchmark starts from empty tables.
-// Run:
+// server, in the same run, in benchRounds interleaved pairs. Each
+// sub-benchmark starts from empty tables. Run (with -benchtime equal to
+// pgbench's -T):
 //
 //	go test -run '^$' -bench ClaimVsPgbench -benchtime 10s ./backend/postgres
 //
 // ops/s is throughput over all clients; x-pgbench is ops/s divided by
-// pgbench's tps for the equivalent statement.
+// pgbench's tps for the equivalent statement in the same round.
 func BenchmarkClaimVsPgbench(b *testing.B) {
 	rawURL := statetest.BackendURL(b, "BOTSTATE_POSTGRES_URL")
 	pgbench := os.Getenv("BOTSTATE_POSTGRES_PGBENCH")
@@ -105,42 +111,44 @@ ON CONFLICT DO NOTHING;
 			return err
 		},
 	}
-	for _, op := range []string{"record", "claim"} {
-		b.Run(fmt.Sprintf("baseline=pgbench-%s/clients=%d", op, benchClients), func(b *testing.B) {
-			if pgbench == "" {
-				b.Skip("no pgbench: install postgresql or set BOTSTATE_POSTGRES_PGBENCH")
-			}
-			truncate(b)
-			tps := runPgbench(b, pgbench, rawURL, scripts[op])
-			baseline[op] = tps
-			b.ReportMetric(tps, "ops/s")
-			b.ReportMetric(1e9/tps, "ns/op")
-		})
-		b.Run(fmt.Sprintf("botstate-%s/clients=%d", op, benchClients), func(b *testing.B) {
-			truncate(b)
-			ev := st.Namespace("bench").Events()
-			prefix := fmt.Sprintf("bench-%d-", run.Add(1))
-			var seq atomic.Int64
-			fn := ops[op]
-			b.SetParallelism((benchClients + 1) / 2) // GOMAXPROCS is 2 on the reference machine
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				buf := make([]byte, 0, 32)
-				for pb.Next() {
-					buf = strconv.AppendInt(append(buf[:0], prefix...), seq.Add(1), 10)
-					if err := fn(ctx, ev, string(buf)); err != nil {
-						b.Error(err)
-						return
+	for round := 1; round <= benchRounds; round++ {
+		for _, op := range []string{"record", "claim"} {
+			b.Run(fmt.Sprintf("%s/clients=%d/round=%d/baseline=pgbench", op, benchClients, round), func(b *testing.B) {
+				if pgbench == "" {
+					b.Skip("no pgbench: install postgresql or set BOTSTATE_POSTGRES_PGBENCH")
+				}
+				truncate(b)
+				tps := runPgbench(b, pgbench, rawURL, scripts[op])
+				baseline[op] = tps
+				b.ReportMetric(tps, "ops/s")
+				b.ReportMetric(1e9/tps, "ns/op")
+			})
+			b.Run(fmt.Sprintf("%s/clients=%d/round=%d/botstate", op, benchClients, round), func(b *testing.B) {
+				truncate(b)
+				ev := st.Namespace("bench").Events()
+				prefix := fmt.Sprintf("bench-%d-", run.Add(1))
+				var seq atomic.Int64
+				fn := ops[op]
+				b.SetParallelism((benchClients + 1) / 2) // GOMAXPROCS is 2 on the reference machine
+				b.ResetTimer()
+				start := time.Now()
+				b.RunParallel(func(pb *testing.PB) {
+					buf := make([]byte, 0, 32)
+					for pb.Next() {
+						buf = strconv.AppendInt(append(buf[:0], prefix...), seq.Add(1), 10)
+						if err := fn(ctx, ev, string(buf)); err != nil {
+							b.Error(err)
+							return
+						}
 					}
+				})
+				opsPerSec := float64(b.N) / time.Since(start).Seconds()
+				b.ReportMetric(opsPerSec, "ops/s")
+				if base := baseline[op]; base > 0 {
+					b.ReportMetric(opsPerSec/base, "x-pgbench")
 				}
 			})
-			opsPerSec := float64(b.N) / time.Since(start).Seconds()
-			b.ReportMetric(opsPerSec, "ops/s")
-			if base := baseline[op]; base > 0 {
-				b.ReportMetric(opsPerSec/base, "x-pgbench")
-			}
-		})
+		}
 	}
 }
 

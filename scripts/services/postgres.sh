@@ -16,6 +16,7 @@
 #                           The fault test uses the middle four to restart
 #                           the server under load.
 #   postgres.sh stop DIR    stop the server (immediate) and remove its files
+#                           (the cluster's directory and DIR/env)
 #
 # It uses the machine's PostgreSQL binaries (initdb, pg_ctl, postgres from
 # PATH or /usr/lib/postgresql/*/bin) and installs Debian's postgresql package
@@ -135,7 +136,9 @@ stop() {
     as_owner "$(pgbin pg_ctl)" -D "$base/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
   fi
   [ -n "$base" ] && rm -rf "$base"
-  rm -rf "$dir"
+  # Only our own files: DIR itself may hold the caller's start.log, which
+  # must survive a failed start to be shown.
+  rm -f "$dir/env" "$dir/base"
 }
 
 case "$cmd" in
