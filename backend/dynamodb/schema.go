@@ -18,6 +18,7 @@ type SchemaError struct {
 	Problems []string
 }
 
+// Error lists the problems.
 func (e *SchemaError) Error() string {
 	return fmt.Sprintf("dynamodb: table %q does not fit botstate: %s", e.Table, strings.Join(e.Problems, "; "))
 }
@@ -87,14 +88,14 @@ func tableProblems(td *types.TableDescription) []string {
 	if td == nil {
 		return []string{"DescribeTable returned no table"}
 	}
-	types_ := map[string]types.ScalarAttributeType{}
+	defs := map[string]types.ScalarAttributeType{}
 	for _, a := range td.AttributeDefinitions {
-		types_[aws.ToString(a.AttributeName)] = a.AttributeType
+		defs[aws.ToString(a.AttributeName)] = a.AttributeType
 	}
 	if td.TableStatus == types.TableStatusCreating {
 		out = append(out, "the table is still being created")
 	}
-	out = append(out, keyProblems("the table", td.KeySchema, types_, attrPK, attrSK)...)
+	out = append(out, keyProblems("the table", td.KeySchema, defs, attrPK, attrSK)...)
 	found := map[string]types.GlobalSecondaryIndexDescription{}
 	for _, g := range td.GlobalSecondaryIndexes {
 		found[aws.ToString(g.IndexName)] = g
@@ -106,7 +107,7 @@ func tableProblems(td *types.TableDescription) []string {
 			continue
 		}
 		what := "index " + ix.name
-		out = append(out, keyProblems(what, g.KeySchema, types_, ix.hash, ix.rng)...)
+		out = append(out, keyProblems(what, g.KeySchema, defs, ix.hash, ix.rng)...)
 		if g.Projection == nil || g.Projection.ProjectionType != types.ProjectionTypeAll {
 			pt := "none"
 			if g.Projection != nil {
