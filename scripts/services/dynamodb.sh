@@ -59,11 +59,14 @@ start() {
   local port
   port=$(free_port)
   # -sharedDb: one database whatever the credentials and region a client
-  # signs with. The heap cap keeps it a good neighbour on a small machine.
+  # signs with. -disableTelemetry (and the variable, for older releases):
+  # the emulator must not try to reach AWS; tests talk to loopback only.
+  # The heap cap keeps it a good neighbour on a small machine.
   (
     cd "$cache"
+    export DDB_LOCAL_TELEMETRY=0
     exec java -Xmx512m -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
-      -inMemory -sharedDb -port "$port"
+      -inMemory -sharedDb -disableTelemetry -port "$port"
   ) >"$dir/dynamodb.log" 2>&1 &
   echo $! >"$dir/pid"
   if ! wait_port "$port" 60; then
