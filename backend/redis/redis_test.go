@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/botstate/botstate"
+	_ "github.com/botstate/botstate/backend/mem"
 	redisbackend "github.com/botstate/botstate/backend/redis"
 	"github.com/botstate/botstate/statetest"
 )
@@ -74,4 +75,15 @@ func TestTLSWithACLUserAndDatabase(t *testing.T) {
 		st2.Close()
 		t.Fatal("a wrong password was accepted")
 	}
+}
+
+// TestCrossBackend checks that the same writes export the same snapshot on
+// mem, standalone Redis and Redis Cluster, and that snapshots move between
+// them byte for byte.
+func TestCrossBackend(t *testing.T) {
+	statetest.RunCrossBackend(t, map[string]statetest.Opener{
+		"mem":           opener("mem://"),
+		"redis":         opener(statetest.BackendURL(t, "BOTSTATE_REDIS_URL")),
+		"redis-cluster": opener(statetest.BackendURL(t, "BOTSTATE_REDIS_CLUSTER_URL")),
+	})
 }

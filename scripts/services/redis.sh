@@ -131,19 +131,29 @@ start() {
   echo "redis standalone on 127.0.0.1:$p1, fault server on $pf, TLS server on $pt, cluster on $c1,$c2,$c3"
 }
 
+# running PID: the process exists and is not a zombie (a server the fault
+# test restarted is reparented to init, which may be slow to reap it).
+running() {
+  [ -r "/proc/$1/stat" ] || return 1
+  local state
+  state=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
 stop() {
   local f pid
   for f in "$dir"/*/redis.pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
+    [ -n "$pid" ] && running "$pid" || continue
+    # Only a redis-server we started: the pid file could be stale.
+    grep -q redis-server "/proc/$pid/cmdline" 2>/dev/null || continue
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      running "$pid" || break
+      sleep 0.1
+    done
+    running "$pid" && kill -9 "$pid" 2>/dev/null || true
   done
   rm -rf "$dir"
 }
