@@ -254,3 +254,19 @@ func TestParseURLIPv6(t *testing.T) {
 		t.Fatalf("got %v, %v", o.Client.InitAddress, err)
 	}
 }
+
+// TestOpenUnreachable: no server behind the URL is ErrUnavailable, at once.
+func TestOpenUnreachable(t *testing.T) {
+	for _, raw := range []string{"redis://127.0.0.1:1", "redis+cluster://127.0.0.1:1,127.0.0.1:2"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := botstate.Open(ctx, raw)
+		cancel()
+		if err == nil {
+			st.Close()
+			t.Fatalf("%s: opened", raw)
+		}
+		if !errors.Is(err, botstate.ErrUnavailable) {
+			t.Errorf("%s: %v, want ErrUnavailable", raw, err)
+		}
+	}
+}
