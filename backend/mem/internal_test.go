@@ -103,3 +103,30 @@ func TestEventLimitBoundsMemory(t *testing.T) {
 		t.Fatalf("live counter %d, events %d", live, d.countEvents())
 	}
 }
+
+func TestSweepDropsAbandonedLocks(t *testing.T) {
+	d := New(driver.Config{SweepInterval: time.Hour})
+	defer d.Close()
+	ctx, now := context.Background(), time.Now()
+	for i := 0; i < 100; i++ {
+		_, err := d.Acquire(ctx, "ns", driver.AcquireRequest{Key: strconv.Itoa(i), Owner: "o", Strategy: driver.Reject,
+			Now: now, ExpiresAt: now.Add(time.Minute), IdleExpiresAt: now.Add(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Sweep(now.Add(30 * time.Second))
+	locks := func() (n int) {
+		for i := range d.shards {
+			n += len(d.shards[i].locks)
+		}
+		return n
+	}
+	if n := locks(); n != 100 {
+		t.Fatalf("%d lock records after a sweep while held, want 100", n)
+	}
+	d.Sweep(now.Add(2 * time.Minute))
+	if n := locks(); n != 0 {
+		t.Fatalf("%d lock records left after every holder lapsed", n)
+	}
+}

@@ -186,7 +186,10 @@ func (d *Driver) Sweep(now time.Time) {
 		}
 		for k, l := range s.locks {
 			driver.PruneLock(l, now)
-			if driver.LockIdle(l) && !driver.Live(l.ExpiresAt, now) {
+			// An idle record whose holders all lapsed still carries the zero
+			// expiry of a busy one; it goes too (driver.NextFence's clock
+			// floor keeps later tokens growing).
+			if driver.LockIdle(l) && (l.ExpiresAt.IsZero() || !driver.Live(l.ExpiresAt, now)) {
 				delete(s.locks, k)
 			}
 		}
