@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +39,12 @@ const benchRounds = 3
 // baseline holds pgbench's tps per statement, measured just before, so the
 // botstate sub-benchmarks report their ratio to it.
 var baseline = map[string]float64{}
+
+// baselineCPU holds pgbench's CPU time per transaction (server and client)
+// likewise: on a machine where both sides compete for the same cores, the
+// ratio of CPU per operation is the throughput ratio to expect, whatever
+// else the machine runs (x-pgbench-cpu).
+var baselineCPU = map[string]float64{}
 
 // Record and Claim of fresh keys through the botstate API, against pgbench
 // running the equivalent INSERT ... ON CONFLICT DO NOTHING into a scratch
@@ -118,10 +126,17 @@ ON CONFLICT DO NOTHING;
 					b.Skip("no pgbench: install postgresql or set BOTSTATE_POSTGRES_PGBENCH")
 				}
 				truncate(b)
-				tps := runPgbench(b, pgbench, rawURL, scripts[op])
+				server, backends := serverCPU(), serverProcesses()
+				tps, txns, client := runPgbench(b, pgbench, rawURL, scripts[op])
+				// pgbench's backends exit after it does; their CPU time
+				// counts once the postmaster has reaped them.
+				for end := time.Now().Add(3 * time.Second); serverProcesses() > backends && time.Now().Before(end); {
+					time.Sleep(10 * time.Millisecond)
+				}
 				baseline[op] = tps
 				b.ReportMetric(tps, "ops/s")
 				b.ReportMetric(1e9/tps, "ns/op")
+				baselineCPU[op] = reportCPU(b, serverCPU()-server, client, txns)
 			})
 			b.Run(fmt.Sprintf("%s/clients=%d/round=%d/botstate", op, benchClients, round), func(b *testing.B) {
 				truncate(b)
@@ -130,6 +145,7 @@ ON CONFLICT DO NOTHING;
 				var seq atomic.Int64
 				fn := ops[op]
 				b.SetParallelism((benchClients + 1) / 2) // GOMAXPROCS is 2 on the reference machine
+				server, client := serverCPU(), processCPU()
 				b.ResetTimer()
 				start := time.Now()
 				b.RunParallel(func(pb *testing.PB) {
@@ -144,8 +160,12 @@ ON CONFLICT DO NOTHING;
 				})
 				opsPerSec := float64(b.N) / time.Since(start).Seconds()
 				b.ReportMetric(opsPerSec, "ops/s")
+				cpu := reportCPU(b, serverCPU()-server, processCPU()-client, int64(b.N))
 				if base := baseline[op]; base > 0 {
 					b.ReportMetric(opsPerSec/base, "x-pgbench")
+				}
+				if base := baselineCPU[op]; base > 0 && cpu > 0 {
+					b.ReportMetric(base/cpu, "x-pgbench-cpu")
 				}
 			})
 		}
@@ -154,9 +174,11 @@ ON CONFLICT DO NOTHING;
 
 var tpsLine = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 
+var txnsLine = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
+
 // runPgbench runs script with pgbench against the server of rawURL and
-// returns its tps.
-func runPgbench(b *testing.B, pgbench, rawURL, script string) float64 {
+// returns its tps, the transactions it ran, and the CPU time pgbench used.
+func runPgbench(b *testing.B, pgbench, rawURL, script string) (tps float64, txns int64, cpu time.Duration) {
 	b.Helper()
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -174,11 +196,114 @@ func runPgbench(b *testing.B, pgbench, rawURL, script string) float64 {
 	if err != nil {
 		b.Fatalf("%s %v: %v\n%s", pgbench, args, err, out)
 	}
-	m := tpsLine.FindSubmatch(out)
-	if m == nil {
+	m, n := tpsLine.FindSubmatch(out), txnsLine.FindSubmatch(out)
+	if m == nil || n == nil {
 		b.Fatalf("no tps in pgbench's output:\n%s", out)
 	}
-	tps, _ := strconv.ParseFloat(string(m[1]), 64)
-	b.Logf("%s %v: %.0f tps", pgbench, args, tps)
-	return tps
+	tps, _ = strconv.ParseFloat(string(m[1]), 64)
+	txns, _ = strconv.ParseInt(string(n[1]), 10, 64)
+	b.Logf("%s %s: %.0f tps", pgbench, strings.Join(args, " "), tps)
+	return tps, txns, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
+
+// reportCPU reports CPU time per operation on each side: the server's (all
+// PostgreSQL processes) and the client's (pgbench, or this process). Unlike
+// throughput, these hardly depend on what else the machine runs, so they
+// compare the two sides even on a busy machine. It returns their sum per
+// operation in microseconds, or 0 when the server's is unknown.
+func reportCPU(b *testing.B, server, client time.Duration, ops int64) float64 {
+	if ops == 0 {
+		return 0
+	}
+	c := float64(client.Microseconds()) / float64(ops)
+	b.ReportMetric(c, "client-cpu-us/op")
+	if server <= 0 {
+		return 0
+	}
+	s := float64(server.Microseconds()) / float64(ops)
+	b.ReportMetric(s, "server-cpu-us/op")
+	return s + c
+}
+
+// processCPU is the CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serverProcesses counts the test server's processes (postmaster
+// children), -1 when unknown.
+func serverProcesses() int {
+	master := postmasterPID()
+	if master == "" {
+		return -1
+	}
+	n := 0
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		if ppid, _, ok := procStat(p); ok && ppid == master {
+			n++
+		}
+	}
+	return n
+}
+
+// postmasterPID is the test server's postmaster pid, from postmaster.pid
+// in BOTSTATE_POSTGRES_DATA (set by scripts/services/postgres.sh).
+func postmasterPID() string {
+	data := os.Getenv("BOTSTATE_POSTGRES_DATA")
+	if data == "" {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
+	if err != nil {
+		return ""
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(first)
+}
+
+// procStat reads a /proc/PID/stat file: the parent pid and utime, stime,
+// cutime, cstime in clock ticks.
+func procStat(path string) (ppid string, ticks [4]int64, ok bool) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", ticks, false
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+	_, rest, found := strings.Cut(string(raw), ") ")
+	f := strings.Fields(rest)
+	if !found || len(f) < 15 {
+		return "", ticks, false
+	}
+	for i := range ticks {
+		ticks[i], _ = strconv.ParseInt(f[11+i], 10, 64)
+	}
+	return f[1], ticks, true
+}
+
+// serverCPU is the CPU time the test server's processes have used: the
+// postmaster's own and that of its children gone (cutime, cstime), plus
+// that of its children alive, from /proc. Zero when the data directory is
+// unknown (BOTSTATE_POSTGRES_DATA, set by scripts/services/postgres.sh).
+func serverCPU() time.Duration {
+	master := postmasterPID()
+	if master == "" {
+		return 0
+	}
+	var total int64
+	if _, t, ok := procStat("/proc/" + master + "/stat"); ok {
+		total += t[0] + t[1] + t[2] + t[3]
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		if ppid, t, ok := procStat(p); ok && ppid == master {
+			total += t[0] + t[1]
+		}
+	}
+	const hz = 100 // USER_HZ on Linux
+	return time.Duration(total) * time.Second / hz
 }

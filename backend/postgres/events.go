@@ -38,36 +38,47 @@ ON CONFLICT (namespace, key) DO UPDATE
        insert_seq = excluded.insert_seq
  WHERE e.expires_at <= excluded.created_at`
 
+// insertRecordedSQL and insertClaimedSQL insert a new key, and nothing
+// else: the fast path, the statement pgbench is measured against.
+const (
+	insertRecordedSQL = `
+INSERT INTO events (namespace, key, status, payload, attempts, created_at, expires_at)
+VALUES ($1, $2, 'recorded', $3, 0, $4, $5)
+ON CONFLICT DO NOTHING`
+	insertClaimedSQL = `
+INSERT INTO events (namespace, key, status, payload, token, attempts, created_at, lease_until, expires_at)
+VALUES ($1, $2, 'claimed', $3, $4, 1, $5, $6, $7)
+ON CONFLICT DO NOTHING`
+)
+
 // claimEventSQL claims the key in one statement: it inserts it, or takes
 // over a row that expired, was released, or whose lease ended — the ON
-// CONFLICT ... WHERE decides on the latest committed row, under its lock.
-// When it takes nothing, the second branch returns the row as the
-// statement's snapshot saw it, for the caller to report InProgress or
-// Completed. An expired row taken over starts afresh (payload, attempts,
-// created_at, insertion order), as a new key would.
+// CONFLICT ... WHERE decides on the latest committed row, under its lock,
+// so two concurrent claims can never both win. A row comes back only when
+// the call won; it carries what the caller cannot know already (the status,
+// token and times are the request's): attempts, created_at and result, and
+// the stored payload only when it is not the one given (a takeover keeps
+// the first payload). An expired row taken over starts afresh (payload,
+// attempts, created_at, insertion order), as a new key would.
 const claimEventSQL = `
-WITH won AS (
-  INSERT INTO events AS e (namespace, key, status, payload, token, attempts, created_at, lease_until, expires_at, insert_seq)
-  VALUES ($1, $2, 'claimed', $3, $4, 1, $5, $6, $7, CASE WHEN $8 THEN nextval('event_insert_seq') END)
-  ON CONFLICT (namespace, key) DO UPDATE
-     SET status = 'claimed', token = excluded.token, lease_until = excluded.lease_until,
-         expires_at = excluded.expires_at,
-         attempts   = CASE WHEN e.expires_at > excluded.created_at OR e.expires_at IS NULL THEN e.attempts + 1 ELSE 1 END,
-         payload    = CASE WHEN e.expires_at > excluded.created_at OR e.expires_at IS NULL THEN e.payload ELSE excluded.payload END,
-         created_at = CASE WHEN e.expires_at > excluded.created_at OR e.expires_at IS NULL THEN e.created_at ELSE excluded.created_at END,
-         result     = CASE WHEN e.expires_at > excluded.created_at OR e.expires_at IS NULL THEN e.result END,
-         insert_seq = CASE WHEN e.expires_at > excluded.created_at OR e.expires_at IS NULL THEN e.insert_seq ELSE excluded.insert_seq END
-   WHERE e.expires_at <= excluded.created_at
-      OR e.status = 'released'
-      OR (e.status = 'claimed' AND e.lease_until <= excluded.created_at)
-  RETURNING true, status, payload, result, token, attempts, created_at, lease_until, expires_at
-)
-SELECT * FROM won
-UNION ALL
-SELECT false, status, payload, result, token, attempts, created_at, lease_until, expires_at
-  FROM events WHERE namespace = $1 AND key = $2 AND NOT EXISTS (SELECT FROM won)`
+INSERT INTO events AS e (namespace, key, status, payload, token, attempts, created_at, lease_until, expires_at, insert_seq)
+VALUES ($1, $2, 'claimed', $3, $4, 1, $5, $6, $7, CASE WHEN $8 THEN nextval('event_insert_seq') END)
+ON CONFLICT (namespace, key) DO UPDATE
+   SET status = 'claimed', token = excluded.token, lease_until = excluded.lease_until,
+       expires_at = excluded.expires_at,
+       attempts   = CASE WHEN e.expires_at > excluded.created_at OR e.expires_at IS NULL THEN e.attempts + 1 ELSE 1 END,
+       payload    = CASE WHEN e.expires_at > excluded.created_at OR e.expires_at IS NULL THEN e.payload ELSE excluded.payload END,
+       created_at = CASE WHEN e.expires_at > excluded.created_at OR e.expires_at IS NULL THEN e.created_at ELSE excluded.created_at END,
+       result     = CASE WHEN e.expires_at > excluded.created_at OR e.expires_at IS NULL THEN e.result END,
+       insert_seq = CASE WHEN e.expires_at > excluded.created_at OR e.expires_at IS NULL THEN e.insert_seq ELSE excluded.insert_seq END
+ WHERE e.expires_at <= excluded.created_at
+    OR e.status = 'released'
+    OR (e.status = 'claimed' AND e.lease_until <= excluded.created_at)
+RETURNING attempts, created_at, result, payload IS DISTINCT FROM $3, CASE WHEN payload IS DISTINCT FROM $3 THEN payload END`
 
-// reclaimEventSQL is claimEventSQL for Reclaim: it never inserts.
+// reclaimEventSQL claims for Reclaim: it never inserts. It is one UPDATE
+// ... WHERE claimable, and a UNION ALL branch of the same statement returns
+// the row it did not take, from the statement's snapshot.
 const reclaimEventSQL = `
 WITH won AS (
   UPDATE events e
@@ -115,22 +126,30 @@ func (d *Driver) limited(ctx context.Context, ns string, limit int, queue func(b
 	return d.pool.SendBatch(ctx, b).Close()
 }
 
-// RecordEvent implements driver.Events.
+// RecordEvent implements driver.Events. A new key (the common case) is
+// one plain INSERT ... ON CONFLICT DO NOTHING; only when that finds the key
+// taken does recordEventSQL run, to take the row over if it expired.
+// Either statement decides alone and atomically; the first changes nothing
+// when it does not insert, so no decision rests on a stale read.
 func (d *Driver) RecordEvent(ctx context.Context, ns string, w driver.EventWrite) (bool, error) {
 	var inserted bool
 	err := d.run(ctx, func() error {
-		args := []any{ns, w.Key, w.Payload, w.Now, ts(w.ExpiresAt), w.Limit > 0}
-		if w.Limit <= 0 {
-			tag, err := d.pool.Exec(ctx, recordEventSQL, args...)
-			inserted = tag.RowsAffected() == 1
+		if w.Limit > 0 {
+			return d.limited(ctx, ns, w.Limit, func(b *pgx.Batch) {
+				b.Queue(recordEventSQL, ns, w.Key, w.Payload, w.Now, ts(w.ExpiresAt), true).Exec(func(tag pgconn.CommandTag) error {
+					inserted = tag.RowsAffected() == 1
+					return nil
+				})
+			})
+		}
+		tag, err := d.pool.Exec(ctx, insertRecordedSQL, ns, w.Key, w.Payload, w.Now, ts(w.ExpiresAt))
+		if err != nil || tag.RowsAffected() == 1 {
+			inserted = err == nil
 			return err
 		}
-		return d.limited(ctx, ns, w.Limit, func(b *pgx.Batch) {
-			b.Queue(recordEventSQL, args...).Exec(func(tag pgconn.CommandTag) error {
-				inserted = tag.RowsAffected() == 1
-				return nil
-			})
-		})
+		tag, err = d.pool.Exec(ctx, recordEventSQL, ns, w.Key, w.Payload, w.Now, ts(w.ExpiresAt), false)
+		inserted = err == nil && tag.RowsAffected() == 1
+		return err
 	})
 	return inserted, err
 }
@@ -154,15 +173,20 @@ func (d *Driver) LookupEvent(ctx context.Context, ns, key string, now time.Time)
 	var found bool
 	err := d.run(ctx, func() error {
 		var err error
-		ev, err = scanEvent(d.pool.QueryRow(ctx, `SELECT `+eventColumns+` FROM events
-			WHERE namespace = $1 AND key = $2 AND (expires_at > $3 OR expires_at IS NULL)`, ns, key, now))
-		found = err == nil
-		if err == pgx.ErrNoRows {
-			return nil
-		}
+		ev, found, err = d.lookupEvent(ctx, ns, key, now)
 		return err
 	})
 	return ev, found, err
+}
+
+// lookupEvent reads a live event.
+func (d *Driver) lookupEvent(ctx context.Context, ns, key string, now time.Time) (driver.Event, bool, error) {
+	ev, err := scanEvent(d.pool.QueryRow(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE namespace = $1 AND key = $2 AND (expires_at > $3 OR expires_at IS NULL)`, ns, key, now))
+	if err == pgx.ErrNoRows {
+		return driver.Event{}, false, nil
+	}
+	return ev, err == nil, err
 }
 
 // ForgetEvent implements driver.Events.
@@ -173,12 +197,16 @@ func (d *Driver) ForgetEvent(ctx context.Context, ns, key string) error {
 	})
 }
 
-// claimRetries bounds how often ClaimEvent runs its statement again when the
-// snapshot it read disagrees with the row ON CONFLICT saw (a concurrent
-// change committed in between); each run sees newer data, so a few suffice.
+// claimRetries bounds how often ClaimEvent tries again when the row it
+// read after losing disagrees with the row ON CONFLICT judged (a concurrent
+// change committed in between); each try sees newer data, so a few suffice.
 const claimRetries = 20
 
-// ClaimEvent implements driver.Events.
+// ClaimEvent implements driver.Events. The claim itself is one statement
+// (claimEventSQL, or reclaimEventSQL for Reclaim). When it does not win,
+// the row is read to report InProgress or Completed: that read is the
+// moment the answer holds, and if the row it finds is absent or claimable
+// after all (it changed in between), the claim runs again.
 func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimRequest) (driver.ClaimReply, error) {
 	var rep driver.ClaimReply
 	err := d.run(ctx, func() error {
@@ -187,30 +215,15 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 				won   bool
 				ev    driver.Event
 				found bool
+				err   error
 			)
-			scan := func(row pgx.Row) error {
-				var status string
-				var token *string
-				var lease, exp *time.Time
-				err := row.Scan(&won, &status, &ev.Payload, &ev.Result, &token, &ev.Attempts, &ev.CreatedAt, &lease, &exp)
-				if err == pgx.ErrNoRows {
-					return nil
+			if r.Existing {
+				won, found, ev, err = d.reclaim(ctx, ns, r)
+			} else {
+				won, ev, err = d.claim(ctx, ns, r)
+				if err == nil && !won {
+					ev, found, err = d.lookupEvent(ctx, ns, r.Key, r.Now)
 				}
-				found = err == nil
-				ev.Key, ev.Status, ev.Token = r.Key, parseStatus(status), deref(token)
-				ev.CreatedAt, ev.LeaseUntil, ev.ExpiresAt = ev.CreatedAt.UTC(), utc(lease), utc(exp)
-				return err
-			}
-			var err error
-			switch {
-			case r.Existing:
-				err = scan(d.pool.QueryRow(ctx, reclaimEventSQL, ns, r.Key, r.Token, r.Now, r.LeaseUntil, ts(r.ExpiresAt)))
-			case r.Limit > 0:
-				err = d.limited(ctx, ns, r.Limit, func(b *pgx.Batch) {
-					b.Queue(claimEventSQL, ns, r.Key, r.Payload, r.Token, r.Now, r.LeaseUntil, ts(r.ExpiresAt), true).QueryRow(scan)
-				})
-			default:
-				err = scan(d.pool.QueryRow(ctx, claimEventSQL, ns, r.Key, r.Payload, r.Token, r.Now, r.LeaseUntil, ts(r.ExpiresAt), false))
 			}
 			if err != nil {
 				return err
@@ -220,18 +233,13 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 				return nil
 			}
 			// Not taken: decide from the row read, with the rules of
-			// driver.ApplyClaim. A row that would have been claimable means
-			// the snapshot was older than the row ON CONFLICT judged: run
-			// again. A row absent from the snapshot but present for the
-			// insert (committed in between) likewise.
-			live := found && driver.Live(ev.ExpiresAt, r.Now)
-			if !live && r.Existing {
+			// driver.ApplyClaim.
+			if !found && r.Existing {
 				return driver.ErrNotFound
 			}
-			if !live {
-				continue
-			}
 			switch {
+			case !found:
+				// Gone since the claim saw it: try again.
 			case ev.Status == driver.EventCompleted:
 				rep = driver.ClaimReply{Outcome: driver.ClaimCompleted, Event: ev}
 				return nil
@@ -244,6 +252,66 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 		return errClaimContended
 	})
 	return rep, err
+}
+
+// claim claims a key: a plain insert when the key is new (the common case),
+// else claimEventSQL, which takes the row over if it is claimable. Each
+// statement decides alone and atomically, and the insert changes nothing
+// when it does not insert. When it won, it returns the event as stored.
+func (d *Driver) claim(ctx context.Context, ns string, r driver.ClaimRequest) (won bool, ev driver.Event, err error) {
+	ev = driver.Event{Key: r.Key, Status: driver.EventClaimed, Payload: driver.Clone(r.Payload), Token: r.Token,
+		Attempts: 1, CreatedAt: r.Now, LeaseUntil: r.LeaseUntil, ExpiresAt: r.ExpiresAt}
+	var differs bool
+	var stored []byte
+	scan := func(row pgx.Row) error {
+		err := row.Scan(&ev.Attempts, &ev.CreatedAt, &ev.Result, &differs, &stored)
+		won = err == nil
+		if err == pgx.ErrNoRows {
+			return nil
+		}
+		return err
+	}
+	if r.Limit > 0 {
+		err = d.limited(ctx, ns, r.Limit, func(b *pgx.Batch) {
+			b.Queue(claimEventSQL, ns, r.Key, r.Payload, r.Token, r.Now, r.LeaseUntil, ts(r.ExpiresAt), true).QueryRow(scan)
+		})
+	} else {
+		var tag pgconn.CommandTag
+		tag, err = d.pool.Exec(ctx, insertClaimedSQL, ns, r.Key, r.Payload, r.Token, r.Now, r.LeaseUntil, ts(r.ExpiresAt))
+		if err == nil && tag.RowsAffected() == 1 {
+			return true, ev, nil
+		}
+		if err == nil {
+			err = scan(d.pool.QueryRow(ctx, claimEventSQL, ns, r.Key, r.Payload, r.Token, r.Now, r.LeaseUntil, ts(r.ExpiresAt), false))
+		}
+	}
+	if err != nil || !won {
+		return false, driver.Event{}, err
+	}
+	ev.CreatedAt = ev.CreatedAt.UTC()
+	if differs {
+		ev.Payload = stored
+	}
+	return true, ev, nil
+}
+
+// reclaim runs reclaimEventSQL: it returns whether it won, and the event
+// (as stored after the claim, or as the statement's snapshot saw it).
+func (d *Driver) reclaim(ctx context.Context, ns string, r driver.ClaimRequest) (won, found bool, ev driver.Event, err error) {
+	var status string
+	var token *string
+	var lease, exp *time.Time
+	err = d.pool.QueryRow(ctx, reclaimEventSQL, ns, r.Key, r.Token, r.Now, r.LeaseUntil, ts(r.ExpiresAt)).
+		Scan(&won, &status, &ev.Payload, &ev.Result, &token, &ev.Attempts, &ev.CreatedAt, &lease, &exp)
+	if err == pgx.ErrNoRows {
+		return false, false, ev, nil
+	}
+	if err != nil {
+		return false, false, ev, err
+	}
+	ev.Key, ev.Status, ev.Token = r.Key, parseStatus(status), deref(token)
+	ev.CreatedAt, ev.LeaseUntil, ev.ExpiresAt = ev.CreatedAt.UTC(), utc(lease), utc(exp)
+	return won, won || driver.Live(ev.ExpiresAt, r.Now), ev, nil
 }
 
 // errClaimContended reports a key changing under ClaimEvent on every try.
