@@ -40,16 +40,21 @@
 //
 // Every method is one statement or one transaction:
 //
-//   - Record: INSERT ... ON CONFLICT DO UPDATE ... WHERE the stored row
-//     expired, so a live key is never touched and an expired one is taken
-//     over, in one statement.
-//   - Claim: the same, with the WHERE also taking over a released row or a
-//     claimed one whose lease ended, judged by PostgreSQL on the latest
-//     committed row under its row lock; RETURNING says whether it won, and
-//     a UNION ALL branch of the same statement returns the row it did not
-//     take (if that snapshot disagrees with what ON CONFLICT saw, because a
-//     concurrent change committed in between, the statement runs again).
-//     Reclaim is an UPDATE ... WHERE claimable in the same shape.
+//   - Record: a new key is one INSERT ... ON CONFLICT DO NOTHING. Only when
+//     the key is taken does a second statement run: INSERT ... ON CONFLICT
+//     DO UPDATE ... WHERE the stored row expired, which takes an expired
+//     row over and leaves a live one untouched. Each statement decides alone
+//     and atomically; the first changes nothing when it does not insert.
+//   - Claim: the same plain insert for a new key; on conflict, an upsert
+//     whose WHERE takes over a row that expired, was released, or whose
+//     lease ended — judged by PostgreSQL on the latest committed row, under
+//     its row lock, so two claims never both win — RETURNING the stored
+//     row's attempts, created_at, result and (when not the one given)
+//     payload. When that takes nothing, the row is read to report
+//     InProgress or Completed; if the read finds it absent or claimable
+//     after all (it changed in between), the claim runs again. Reclaim is
+//     one UPDATE ... WHERE claimable with a UNION ALL branch returning the
+//     row it did not take.
 //   - Complete and Release: UPDATE ... WHERE status = 'claimed' AND token =
 //     $token; no row updated is ErrNotOwner.
 //   - Event limit: the insert, and the DELETE of the oldest keys beyond the
