@@ -52,12 +52,26 @@ fetch() {
   rm -rf "$tmp"
 }
 
-start() {
-  mkdir -p "$dir"
-  command -v java >/dev/null 2>&1 || apt_install default-jre-headless
-  fetch
-  local port
-  port=$(free_port)
+# probe reports whether DynamoDB answers on port $1 (and not some other
+# server that took the port first): an unsigned ListTables gets an AWS
+# error naming the missing authentication, with AWS headers.
+probe() {
+  local reply
+  reply=$( (exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+    printf 'POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}' >&3 &&
+    timeout 2 cat <&3) 2>/dev/null)
+  case "$reply" in
+    *[Xx]-[Aa]mz*) return 0 ;;
+  esac
+  return 1
+}
+
+# launch runs DynamoDB Local on port $1 in the background and waits, up to
+# 30 seconds, until it answers. It fails early when the server fails to
+# start, say because another service starting at the same moment took the
+# port (free_port can only tell the port was free when it looked).
+launch() {
+  local port=$1 pid deadline=$((SECONDS + 30))
   # -sharedDb: one database whatever the credentials and region a client
   # signs with. -disableTelemetry (and the variable, for older releases):
   # the emulator must not try to reach AWS; tests talk to loopback only.
@@ -68,17 +82,39 @@ start() {
     exec java -Xmx512m -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
       -inMemory -sharedDb -disableTelemetry -port "$port"
   ) >"$dir/dynamodb.log" 2>&1 &
-  echo $! >"$dir/pid"
-  if ! wait_port "$port" 60; then
-    cat "$dir/dynamodb.log" >&2
-    stop
-    return 1
-  fi
-  echo "export BOTSTATE_DYNAMODB_URL='dynamodb://botstate-test?endpoint=http://127.0.0.1:$port&region=us-east-1&create=1'" >"$dir/env"
-  echo "DynamoDB Local on 127.0.0.1:$port (pid $(cat "$dir/pid"))"
+  pid=$!
+  echo "$pid" >"$dir/pid"
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    kill -0 "$pid" 2>/dev/null || return 1
+    # A failed bind ends the main thread but not the JVM.
+    grep -q 'Exception in thread "main"' "$dir/dynamodb.log" && return 1
+    probe "$port" && return 0
+    sleep 0.2
+  done
+  return 1
 }
 
-stop() {
+start() {
+  mkdir -p "$dir"
+  command -v java >/dev/null 2>&1 || apt_install default-jre-headless
+  fetch
+  local port try
+  for try in 1 2 3 4 5; do
+    port=$(free_port)
+    if launch "$port"; then
+      echo "export BOTSTATE_DYNAMODB_URL='dynamodb://botstate-test?endpoint=http://127.0.0.1:$port&region=us-east-1&create=1'" >"$dir/env"
+      echo "DynamoDB Local on 127.0.0.1:$port (pid $(cat "$dir/pid"))"
+      return 0
+    fi
+    echo "dynamodb.sh: attempt $try on port $port failed:" >&2
+    tail -n 20 "$dir/dynamodb.log" >&2
+    stop_server
+  done
+  return 1
+}
+
+# stop_server stops the emulator this DIR started, if any.
+stop_server() {
   if [ -f "$dir/pid" ]; then
     local pid
     pid=$(cat "$dir/pid")
@@ -89,8 +125,13 @@ stop() {
       done
       kill -9 "$pid" 2>/dev/null || true
     fi
+    rm -f "$dir/pid"
   fi
-  rm -f "$dir/pid" "$dir/env" "$dir/dynamodb.log"
+}
+
+stop() {
+  stop_server
+  rm -f "$dir/env" "$dir/dynamodb.log"
 }
 
 case "$cmd" in
