@@ -167,6 +167,9 @@ func scanEvent(row pgx.Row) (driver.Event, error) {
 	return e, err
 }
 
+// scanCollected is scanEvent for pgx.AppendRows.
+func scanCollected(row pgx.CollectableRow) (driver.Event, error) { return scanEvent(row) }
+
 // LookupEvent implements driver.Events.
 func (d *Driver) LookupEvent(ctx context.Context, ns, key string, now time.Time) (driver.Event, bool, error) {
 	var ev driver.Event
@@ -352,38 +355,16 @@ func (d *Driver) ReleaseEvent(ctx context.Context, ns, key, token string, now ti
 		   AND (expires_at > $4 OR expires_at IS NULL)`, ns, key, token, now)
 }
 
-// listEvents runs a listing query and scans its events.
-func (d *Driver) listEvents(ctx context.Context, sql string, args ...any) ([]driver.Event, error) {
-	var out []driver.Event
-	err := d.run(ctx, func() error {
-		out = out[:0]
-		rows, err := d.pool.Query(ctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			ev, err := scanEvent(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, ev)
-		}
-		return rows.Err()
-	})
-	return out, err
-}
-
 // ExpiredEvents implements driver.Events.
 func (d *Driver) ExpiredEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
-	return d.listEvents(ctx, `SELECT `+eventColumns+` FROM events
+	return queryRows(ctx, d, scanCollected, `SELECT `+eventColumns+` FROM events
 		WHERE namespace = $1 AND status = 'claimed' AND lease_until <= $2 AND (expires_at > $2 OR expires_at IS NULL)
 		ORDER BY created_at, key LIMIT $3`, ns, now, limit)
 }
 
 // PendingEvents implements driver.Events.
 func (d *Driver) PendingEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
-	return d.listEvents(ctx, `SELECT `+eventColumns+` FROM events
+	return queryRows(ctx, d, scanCollected, `SELECT `+eventColumns+` FROM events
 		WHERE namespace = $1 AND status <> 'completed' AND (expires_at > $2 OR expires_at IS NULL)
 		ORDER BY created_at, key LIMIT $3`, ns, now, limit)
 }

@@ -86,26 +86,13 @@ const issueColumns = `unique_id, correlation_id, post_id, is_open, body, expires
 
 // findIssues runs an issue query of one channel, ordered by unique id.
 func (d *Driver) findIssues(ctx context.Context, channel, sql string, args ...any) ([]driver.IssueRecord, error) {
-	var out []driver.IssueRecord
-	err := d.run(ctx, func() error {
-		out = out[:0]
-		rows, err := d.pool.Query(ctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			r := driver.IssueRecord{Channel: channel}
-			var exp *time.Time
-			if err := rows.Scan(&r.UniqueID, &r.CorrelationID, &r.PostID, &r.Open, &r.Body, &exp); err != nil {
-				return err
-			}
-			r.ExpiresAt = utc(exp)
-			out = append(out, r)
-		}
-		return rows.Err()
-	})
-	return out, err
+	return queryRows(ctx, d, func(row pgx.CollectableRow) (driver.IssueRecord, error) {
+		r := driver.IssueRecord{Channel: channel}
+		var exp *time.Time
+		err := row.Scan(&r.UniqueID, &r.CorrelationID, &r.PostID, &r.Open, &r.Body, &exp)
+		r.ExpiresAt = utc(exp)
+		return r, err
+	}, sql, args...)
 }
 
 // FindOpenIssues implements driver.Incidents.
@@ -135,25 +122,8 @@ func (d *Driver) OpenIssuesInChannel(ctx context.Context, ns, channel string, no
 
 // ActiveChannels implements driver.Incidents.
 func (d *Driver) ActiveChannels(ctx context.Context, ns string, now time.Time) ([]string, error) {
-	var out []string
-	err := d.run(ctx, func() error {
-		out = out[:0]
-		rows, err := d.pool.Query(ctx, `SELECT DISTINCT channel FROM issues
-			WHERE namespace = $1 AND is_open AND (expires_at > $2 OR expires_at IS NULL) ORDER BY channel`, ns, now)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var ch string
-			if err := rows.Scan(&ch); err != nil {
-				return err
-			}
-			out = append(out, ch)
-		}
-		return rows.Err()
-	})
-	return out, err
+	return queryRows(ctx, d, pgx.RowTo[string], `SELECT DISTINCT channel FROM issues
+		WHERE namespace = $1 AND is_open AND (expires_at > $2 OR expires_at IS NULL) ORDER BY channel`, ns, now)
 }
 
 const saveMappingSQL = `

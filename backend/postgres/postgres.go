@@ -302,6 +302,21 @@ func connectionFailure(err error) bool {
 	return false
 }
 
+// queryRows runs a query as one call of d.run and collects a value per row
+// with scan; no row is a nil slice.
+func queryRows[T any](ctx context.Context, d *Driver, scan pgx.RowToFunc[T], sql string, args ...any) ([]T, error) {
+	var out []T
+	err := d.run(ctx, func() error {
+		rows, err := d.pool.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.AppendRows([]T(nil), rows, scan)
+		return err
+	})
+	return out, err
+}
+
 // ---- values --------------------------------------------------------------
 
 // ts is a time as a statement argument: NULL for the zero time ("never").

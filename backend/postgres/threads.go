@@ -45,28 +45,15 @@ func (d *Driver) IsSubscribed(ctx context.Context, ns, thread string, now time.T
 
 // ListSubscriptions implements driver.Threads.
 func (d *Driver) ListSubscriptions(ctx context.Context, ns, after string, limit int, now time.Time) ([]driver.Subscription, error) {
-	var out []driver.Subscription
-	err := d.run(ctx, func() error {
-		out = out[:0]
-		rows, err := d.pool.Query(ctx, `SELECT thread, created_at, expires_at FROM subscriptions
-			WHERE namespace = $1 AND thread > $2 AND (expires_at > $3 OR expires_at IS NULL)
-			ORDER BY thread LIMIT $4`, ns, after, now, limit)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var s driver.Subscription
-			var exp *time.Time
-			if err := rows.Scan(&s.Thread, &s.CreatedAt, &exp); err != nil {
-				return err
-			}
-			s.CreatedAt, s.ExpiresAt = s.CreatedAt.UTC(), utc(exp)
-			out = append(out, s)
-		}
-		return rows.Err()
-	})
-	return out, err
+	return queryRows(ctx, d, func(row pgx.CollectableRow) (driver.Subscription, error) {
+		var s driver.Subscription
+		var exp *time.Time
+		err := row.Scan(&s.Thread, &s.CreatedAt, &exp)
+		s.CreatedAt, s.ExpiresAt = s.CreatedAt.UTC(), utc(exp)
+		return s, err
+	}, `SELECT thread, created_at, expires_at FROM subscriptions
+		WHERE namespace = $1 AND thread > $2 AND (expires_at > $3 OR expires_at IS NULL)
+		ORDER BY thread LIMIT $4`, ns, after, now, limit)
 }
 
 // ---- thread and channel state -----------------------------------------------
