@@ -240,8 +240,12 @@ func (d *Driver) fail(ctx context.Context, err error) error {
 		msg := rerr.Error()
 		code, _, _ := strings.Cut(msg, " ")
 		switch code {
-		case "LOADING", "BUSY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "OOM", "NOREPLICAS", "MOVED", "ASK":
+		case "LOADING", "BUSY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "OOM", "NOREPLICAS":
 			return fmt.Errorf("redis: %s: %w", msg, driver.ErrUnavailable)
+		case "MOVED", "ASK":
+			// The Cluster client follows redirections itself; one that
+			// surfaces means a standalone URL points at a Cluster node.
+			return fmt.Errorf("redis: %s (a Cluster node answered: use a redis+cluster:// URL)", msg)
 		}
 		return fmt.Errorf("redis: %s", msg)
 	}
