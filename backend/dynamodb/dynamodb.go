@@ -58,7 +58,6 @@ type Driver struct {
 	db     *dynamodb.Client
 	table  string
 	idle   interface{ CloseIdleConnections() } // nil when the client cannot
-	clock  func() time.Time
 	closed atomic.Bool
 }
 
@@ -232,11 +231,10 @@ func New(ctx context.Context, o Options, cfg driver.Config) (*Driver, error) {
 			do.DisableValidateResponseChecksum = true
 		}
 	})
-	clock := cfg.Clock
-	if clock == nil {
-		clock = time.Now
-	}
-	return &Driver{db: client, table: o.Table, idle: idle, clock: clock}, nil
+	// cfg.Clock is not needed: there is no reaper, DynamoDB's TTL
+	// collects expired items, and every call carries its own now.
+	_ = cfg
+	return &Driver{db: client, table: o.Table, idle: idle}, nil
 }
 
 // credentialsConfigured reports whether the environment or the shared files
