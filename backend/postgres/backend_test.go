@@ -155,6 +155,40 @@ func TestReapDeletesOnlyExpiredRows(t *testing.T) {
 	}
 }
 
+// TestReapDropsAbandonedLocks: a lock whose holders all lapsed without a
+// release is reaped like an idle one, as the in-memory backend's sweeper
+// does; a held one stays.
+func TestReapDropsAbandonedLocks(t *testing.T) {
+	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
+	ctx := context.Background()
+	schema := freshSchema(t, url)
+	clock := statetest.NewClock()
+	st, err := botstate.Open(ctx, withParams(url, "schema="+schema), botstate.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	locks := st.Namespace("reap").Locks()
+	for _, k := range []string{"a", "b"} {
+		if _, err := locks.Acquire(ctx, k, "owner", nil, botstate.LockPolicy{TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := st.Driver().(*postgres.Driver)
+	count := func() (n int) {
+		if err := d.Pool().QueryRow(ctx, "SELECT count(*) FROM locks").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if _, err := d.Reap(ctx, clock.Now().Add(30*time.Minute)); err != nil || count() != 2 {
+		t.Fatalf("after a reap while held: %d lock rows, %v; want 2", count(), err)
+	}
+	if _, err := d.Reap(ctx, clock.Now().Add(2*time.Hour)); err != nil || count() != 0 {
+		t.Fatalf("after a reap once every holder lapsed: %d lock rows, %v; want 0", count(), err)
+	}
+}
+
 // TestBackgroundReaper checks that the reaper runs by itself, on the
 // store's sweep interval, and stops with Close.
 func TestBackgroundReaper(t *testing.T) {

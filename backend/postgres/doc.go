@@ -98,7 +98,9 @@
 // deletes expired rows on the store's sweep interval (default one minute)
 // in batches of at most 1000 rows per statement (DELETE ... WHERE ctid =
 // ANY(ARRAY(SELECT ctid ... FOR UPDATE SKIP LOCKED))), up to the store's
-// clock but never past the real time, and stops on Close.
+// clock but never past the real time, and stops on Close. Lock records go
+// once idle past their expiry, or once every holder and entry lapsed
+// without a release.
 //
 // # Errors
 //

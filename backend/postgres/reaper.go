@@ -23,12 +23,27 @@ func reapSQL(table string) string {
 		AND expires_at <= $1`
 }
 
+// reapAbandonedLocksSQL deletes lock records whose holders and entries all
+// lapsed without a release: such a record still has the NULL expiry of a
+// busy one. As with an idle record, its fence may go: driver.NextFence's
+// clock floor keeps later tokens growing. A holder's expires_at is absent
+// from its JSON when it never expires.
+var reapAbandonedLocksSQL = `DELETE FROM locks WHERE ctid = ANY (ARRAY(
+	SELECT ctid FROM locks l
+	 WHERE l.expires_at IS NULL
+	   AND NOT EXISTS (SELECT FROM jsonb_array_elements(l.holders) h
+	                    WHERE h->>'expires_at' IS NULL OR (h->>'expires_at')::timestamptz > $1)
+	   AND NOT EXISTS (SELECT FROM lock_entries e
+	                    WHERE e.namespace = l.namespace AND e.key = l.key
+	                      AND (e.expires_at IS NULL OR e.expires_at > $1))
+	 LIMIT ` + strconv.Itoa(reapBatch) + ` FOR UPDATE SKIP LOCKED))`
+
 var reapStatements = func() []string {
-	out := make([]string, len(reapedTables))
-	for i, t := range reapedTables {
-		out[i] = reapSQL(t)
+	out := make([]string, 0, len(reapedTables)+1)
+	for _, t := range reapedTables {
+		out = append(out, reapSQL(t))
 	}
-	return out
+	return append(out, reapAbandonedLocksSQL)
 }()
 
 // reaper deletes expired rows every interval until ctx ends.
