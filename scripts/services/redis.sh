@@ -62,19 +62,31 @@ conf() {
   } >"$dir/$name.conf"
 }
 
+# serve NAME starts the server of DIR/NAME.conf and waits until it is
+# ready. It fails when the server died instead (its port was taken between
+# free_port and the bind, say), so a port answered by another program is
+# never mistaken for ours.
 serve() {
-  local name=$1 port=$2
-  redis-server "$dir/$name.conf"
-  if ! wait_port "$port" 30; then
-    cat "$dir/$name/redis.log" >&2 || true
-    return 1
-  fi
+  local name=$1 i pid
+  redis-server "$dir/$name.conf" || return 1
+  for i in $(seq 1 300); do
+    if grep -q "Ready to accept connections" "$dir/$name/redis.log" 2>/dev/null; then
+      pid=$(cat "$dir/$name/redis.pid" 2>/dev/null || true)
+      [ -n "$pid" ] && running "$pid" && return 0
+    fi
+    if grep -qiE "could not create server|Failed listening|Address already in use" "$dir/$name/redis.log" 2>/dev/null; then
+      break
+    fi
+    sleep 0.1
+  done
+  echo "redis.sh: server $name did not start; its log:" >&2
+  tail -5 "$dir/$name/redis.log" >&2 2>/dev/null || true
+  return 1
 }
 
-start() {
-  mkdir -p "$dir"
-  install
-  command -v openssl >/dev/null 2>&1 || apt_install openssl
+# start_once starts everything on fresh ports; on failure it stops what it
+# started and returns 1, leaving DIR for another attempt.
+start_once() {
   local p1 pf pt c1 c2 c3
   p1=$(free_port)
   pf=$(free_port)
@@ -95,16 +107,16 @@ start() {
     conf "cluster-$p" "$p" "cluster-enabled yes" "cluster-config-file $dir/cluster-$p/nodes.conf" \
       "cluster-node-timeout 5000"
   done
-  serve standalone "$p1" || { stop; return 1; }
-  serve fault "$pf" || { stop; return 1; }
-  serve tls "$pt" || { stop; return 1; }
+  serve standalone || { stop_servers; return 1; }
+  serve fault || { stop_servers; return 1; }
+  serve tls || { stop_servers; return 1; }
   for p in "$c1" "$c2" "$c3"; do
-    serve "cluster-$p" "$p" || { stop; return 1; }
+    serve "cluster-$p" || { stop_servers; return 1; }
   done
   if ! redis-cli --cluster create "127.0.0.1:$c1" "127.0.0.1:$c2" "127.0.0.1:$c3" \
     --cluster-replicas 0 --cluster-yes >"$dir/cluster-create.log" 2>&1; then
     cat "$dir/cluster-create.log" >&2
-    stop
+    stop_servers
     return 1
   fi
   local i okc
@@ -118,7 +130,7 @@ start() {
   done
   if [ "$okc" != 3 ]; then
     echo "redis.sh: the cluster did not reach cluster_state:ok" >&2
-    stop
+    stop_servers
     return 1
   fi
   {
@@ -131,6 +143,19 @@ start() {
   echo "redis standalone on 127.0.0.1:$p1, fault server on $pf, TLS server on $pt, cluster on $c1,$c2,$c3"
 }
 
+start() {
+  mkdir -p "$dir"
+  install
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  local attempt
+  for attempt in 1 2 3; do
+    start_once && return 0
+    echo "redis.sh: start attempt $attempt failed; retrying on other ports" >&2
+  done
+  stop
+  return 1
+}
+
 # running PID: the process exists and is not a zombie (a server the fault
 # test restarted is reparented to init, which may be slow to reap it).
 running() {
@@ -140,7 +165,9 @@ running() {
   [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
-stop() {
+# stop_servers kills every server whose pid file is under DIR and removes
+# their files, keeping DIR.
+stop_servers() {
   local f pid
   for f in "$dir"/*/redis.pid; do
     [ -f "$f" ] || continue
@@ -155,6 +182,16 @@ stop() {
     done
     running "$pid" && kill -9 "$pid" 2>/dev/null || true
   done
+  local d
+  for d in "$dir"/*/; do
+    [ -f "$d/redis.log" ] && rm -rf "$d"
+  done
+  rm -f "$dir"/*.conf "$dir/env" "$dir/cluster-create.log"
+  rm -rf "$dir/tls"
+}
+
+stop() {
+  stop_servers
   rm -rf "$dir"
 }
 
