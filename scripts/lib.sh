@@ -1,11 +1,16 @@
 # Shared helpers for the service scripts. Source it; do not run it.
 
-# free_port prints a TCP port on 127.0.0.1 that nothing listens on.
+# free_port prints a TCP port on 127.0.0.1 that nothing listens on, and
+# claims it (a directory per port under the claims dir, made atomically) so
+# that service scripts starting side by side never pick the same one.
+# Claims older than an hour are dropped.
 free_port() {
-  local p
+  local p claims="${TMPDIR:-/tmp}/botstate-port-claims"
+  mkdir -p "$claims"
+  find "$claims" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
   for _ in $(seq 1 200); do
     p=$(( 20000 + RANDOM % 40000 ))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && mkdir "$claims/$p" 2>/dev/null; then
       echo "$p"
       return 0
     fi
