@@ -21,6 +21,7 @@
 package statetest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
@@ -132,3 +133,17 @@ type group struct {
 
 // groups is filled by each domain's file.
 var groups []group
+
+// URLOpener returns an Opener that opens rawURL (whose backend package the
+// test imports) and closes the store when the test ends.
+func URLOpener(rawURL string) Opener {
+	return func(t *testing.T, opts ...botstate.Option) *botstate.Store {
+		t.Helper()
+		st, err := botstate.Open(context.Background(), rawURL, opts...)
+		if err != nil {
+			t.Fatalf("open %s: %v", rawURL, err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+}
