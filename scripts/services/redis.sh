@@ -8,8 +8,11 @@
 #                        kill and restart, and a TLS-only server with an ACL
 #                        user (self-signed certificate made with openssl);
 #                        write their URLs to DIR/env
-#   redis.sh stop DIR    stop every server started in DIR and remove DIR's
-#                        files
+#   redis.sh stop DIR    stop every server started in DIR and remove the
+#                        files this script made there (DIR itself, and files
+#                        others write into it such as the test script's
+#                        start.log, are left alone, so the cause of a failed
+#                        start stays readable)
 #
 # Nothing is persisted (save "", appendonly no): the servers live for one
 # test run. Each server's config, pid file and log live under DIR, so stop
@@ -166,7 +169,7 @@ running() {
 }
 
 # stop_servers kills every server whose pid file is under DIR and removes
-# their files, keeping DIR.
+# their files, keeping DIR and anything in it that start did not make.
 stop_servers() {
   local f pid
   for f in "$dir"/*/redis.pid; do
@@ -182,17 +185,20 @@ stop_servers() {
     done
     running "$pid" && kill -9 "$pid" 2>/dev/null || true
   done
+  # Only what start made: each server's directory and config (the TLS
+  # server's directory also holds its certificate), env and the cluster
+  # log; never DIR itself nor files others put there (start.log).
   local d
-  for d in "$dir"/*/; do
-    [ -f "$d/redis.log" ] && rm -rf "$d"
+  for d in "$dir/standalone" "$dir/fault" "$dir/tls" "$dir"/cluster-[0-9]*; do
+    [ -e "$d" ] || continue
+    rm -rf "$d"
+    rm -f "$d.conf"
   done
-  rm -f "$dir"/*.conf "$dir/env" "$dir/cluster-create.log"
-  rm -rf "$dir/tls"
+  rm -f "$dir/env" "$dir/cluster-create.log"
 }
 
 stop() {
   stop_servers
-  rm -rf "$dir"
 }
 
 case "$cmd" in
