@@ -14,7 +14,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/botstate/botstate"
-	_ "github.com/botstate/botstate/backend/mem"
 	"github.com/botstate/botstate/driver"
 	"github.com/botstate/botstate/statetest"
 )
@@ -34,22 +33,6 @@ func openStore(t *testing.T, opts ...botstate.Option) *botstate.Store {
 
 func TestConformance(t *testing.T) {
 	statetest.Run(t, openStore)
-}
-
-// TestCrossBackend: the same writes export the same snapshot on mem and on
-// the file, and snapshots move between them byte for byte.
-func TestCrossBackend(t *testing.T) {
-	statetest.RunCrossBackend(t, map[string]statetest.Opener{
-		"mem": func(t *testing.T, opts ...botstate.Option) *botstate.Store {
-			st, err := botstate.Open(context.Background(), "mem://", opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		},
-		"file": openStore,
-	})
 }
 
 func TestParseURL(t *testing.T) {
