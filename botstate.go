@@ -61,6 +61,8 @@ type core struct {
 	// tokens are unique across processes without a random read per call.
 	tokenPrefix string
 	tokenSeq    atomic.Uint64
+	lazyTokens  bool          // the driver implements driver.LazyTokens
+	mintToken   func() string // newToken, bound once so claims do not allocate it
 }
 
 // Open opens the backend named by rawURL's scheme. The backend's package must
@@ -102,6 +104,8 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 	var prefix [8]byte
 	_, _ = rand.Read(prefix[:])
 	c := &core{drv: drv, cfg: cfg, tokenPrefix: hex.EncodeToString(prefix[:])}
+	_, c.lazyTokens = drv.(driver.LazyTokens)
+	c.mintToken = c.newToken
 	return &Store{core: c, ns: DefaultNamespace}, nil
 }
 
@@ -161,10 +165,11 @@ func after(now time.Time, d time.Duration) time.Time {
 	return now.Add(d).Truncate(time.Microsecond)
 }
 
-func (s *Store) newToken() string {
-	n := s.core.tokenSeq.Add(1)
+// newToken returns a claim token unique across stores and processes.
+func (c *core) newToken() string {
+	n := c.tokenSeq.Add(1)
 	b := make([]byte, 0, 33)
-	b = append(b, s.core.tokenPrefix...)
+	b = append(b, c.tokenPrefix...)
 	b = append(b, '-')
 	b = hexUint(b, n)
 	return string(b)

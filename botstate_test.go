@@ -14,16 +14,19 @@ func TestOpenRefusesBadURLsAndOptions(t *testing.T) {
 	ctx := context.Background()
 	var nilCtx context.Context
 	cases := map[string]func() error{
-		"no scheme":        func() error { _, err := botstate.Open(ctx, "localhost:6379"); return err },
-		"unknown scheme":   func() error { _, err := botstate.Open(ctx, "nosuch://x"); return err },
-		"malformed":        func() error { _, err := botstate.Open(ctx, "mem://%zz"); return err },
-		"mem with path":    func() error { _, err := botstate.Open(ctx, "mem:///some/path"); return err },
-		"nil context":      func() error { _, err := botstate.Open(nilCtx, "mem://"); return err },
-		"nil option":       func() error { _, err := botstate.Open(ctx, "mem://", nil); return err },
-		"nil clock":        func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithClock(nil)); return err },
-		"negative window":  func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithEventWindow(-1)); return err },
-		"zero window":      func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithEventWindow(0)); return err },
-		"absurd TTL":       func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithConversationTTL(botstate.MaxTTL+1)); return err },
+		"no scheme":       func() error { _, err := botstate.Open(ctx, "localhost:6379"); return err },
+		"unknown scheme":  func() error { _, err := botstate.Open(ctx, "nosuch://x"); return err },
+		"malformed":       func() error { _, err := botstate.Open(ctx, "mem://%zz"); return err },
+		"mem with path":   func() error { _, err := botstate.Open(ctx, "mem:///some/path"); return err },
+		"nil context":     func() error { _, err := botstate.Open(nilCtx, "mem://"); return err },
+		"nil option":      func() error { _, err := botstate.Open(ctx, "mem://", nil); return err },
+		"nil clock":       func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithClock(nil)); return err },
+		"negative window": func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithEventWindow(-1)); return err },
+		"zero window":     func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithEventWindow(0)); return err },
+		"absurd TTL": func() error {
+			_, err := botstate.Open(ctx, "mem://", botstate.WithConversationTTL(botstate.MaxTTL+1))
+			return err
+		},
 		"negative limit":   func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithEventLimit(-1)); return err },
 		"zero value limit": func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithMaxValueSize(0)); return err },
 	}

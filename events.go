@@ -217,18 +217,27 @@ func (e *Events) claim(ctx context.Context, op, key string, payload []byte, leas
 	}
 	now := s.now()
 	leaseUntil := after(now, lease)
-	token := s.newToken()
-	rep, err := s.core.drv.ClaimEvent(ctx, s.ns, driver.ClaimRequest{
+	req := driver.ClaimRequest{
 		EventWrite: driver.EventWrite{Key: key, Payload: payload, Now: now,
 			ExpiresAt: after(leaseUntil, s.core.cfg.eventWindow), Limit: s.core.cfg.eventLimit},
-		Token: token, LeaseUntil: leaseUntil, Existing: existing,
-	})
+		LeaseUntil: leaseUntil, Existing: existing,
+	}
+	if s.core.lazyTokens {
+		req.MintToken = s.core.mintToken
+	} else {
+		req.Token = s.core.newToken()
+	}
+	rep, err := s.core.drv.ClaimEvent(ctx, s.ns, req)
 	if err != nil {
 		return Claim{}, wrap(op, err)
 	}
 	c := Claim{Attempts: rep.Event.Attempts}
 	switch rep.Outcome {
 	case driver.ClaimAcquired:
+		token := req.Token
+		if token == "" {
+			token = rep.Event.Token
+		}
 		c.Status, c.Token, c.LeaseUntil = Claimed, EventToken{Key: key, ID: token}, leaseUntil
 	case driver.ClaimInProgress:
 		c.Status = InProgress

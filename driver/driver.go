@@ -103,11 +103,24 @@ type EventWrite struct {
 // ClaimRequest is a Claim or, with Existing set, a Reclaim.
 type ClaimRequest struct {
 	EventWrite
+	// Token is the token to store when the claim is acquired. It is always
+	// set, unless the backend implements LazyTokens; then it is empty and
+	// the backend calls MintToken only when it acquires, and returns the
+	// token in ClaimReply.Event.Token.
 	Token      string
+	MintToken  func() string
 	LeaseUntil time.Time
 	// Existing makes the call a Reclaim: it never inserts; an absent key
 	// returns ErrNotFound.
 	Existing bool
+}
+
+// LazyTokens is implemented by backends that mint claim tokens only when a
+// claim is acquired (see ClaimRequest.Token), sparing the common duplicate
+// path the work. A backend that decides on a server needs the token up
+// front and does not implement it.
+type LazyTokens interface {
+	LazyClaimTokens()
 }
 
 // ClaimOutcome is what a Claim found.
@@ -125,8 +138,9 @@ const (
 )
 
 // ClaimReply is the outcome and the event as it stands after the call. The
-// portable layer reads only Event.Attempts and, when completed, Event.Result,
-// so a backend may leave the other fields of Event empty.
+// portable layer reads only Event.Attempts, Event.Result when completed, and
+// Event.Token when acquired by a LazyTokens backend, so a backend may leave
+// the other fields of Event empty.
 type ClaimReply struct {
 	Outcome ClaimOutcome
 	Event   Event

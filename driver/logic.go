@@ -33,7 +33,7 @@ func ApplyClaim(cur Event, found bool, r ClaimRequest) (reply ClaimReply, next E
 		if r.Existing {
 			return ClaimReply{}, Event{}, false, ErrNotFound
 		}
-		next = Event{Key: r.Key, Status: EventClaimed, Payload: Clone(r.Payload), Token: r.Token,
+		next = Event{Key: r.Key, Status: EventClaimed, Payload: Clone(r.Payload), Token: r.token(),
 			Attempts: 1, CreatedAt: r.Now, LeaseUntil: r.LeaseUntil, ExpiresAt: r.ExpiresAt}
 		return ClaimReply{Outcome: ClaimAcquired, Event: next}, next, true, nil
 	}
@@ -48,10 +48,18 @@ func ApplyClaim(cur Event, found bool, r ClaimRequest) (reply ClaimReply, next E
 		}
 	}
 	next = cur
-	next.Status, next.Token, next.LeaseUntil = EventClaimed, r.Token, r.LeaseUntil
+	next.Status, next.Token, next.LeaseUntil = EventClaimed, r.token(), r.LeaseUntil
 	next.Attempts++
 	next.ExpiresAt = r.ExpiresAt
 	return ClaimReply{Outcome: ClaimAcquired, Event: next}, next, true, nil
+}
+
+// token returns the request's token, minting it when the backend is lazy.
+func (r *ClaimRequest) token() string {
+	if r.Token == "" && r.MintToken != nil {
+		return r.MintToken()
+	}
+	return r.Token
 }
 
 // ApplyFinish decides CompleteEvent (complete true) or ReleaseEvent against

@@ -118,6 +118,10 @@ func copyEvent(e *driver.Event) driver.Event {
 	return c
 }
 
+// LazyClaimTokens implements driver.LazyTokens: a duplicate claim, the
+// common case under retries, never pays for a token.
+func (d *Driver) LazyClaimTokens() {}
+
 // RecordEvent implements driver.Events.
 func (d *Driver) RecordEvent(_ context.Context, ns string, w driver.EventWrite) (bool, error) {
 	if err := d.check(); err != nil {
@@ -187,7 +191,7 @@ func (d *Driver) ClaimEvent(_ context.Context, ns string, r driver.ClaimRequest)
 			seq = d.insertEvent(s, k, &stored, r.Limit)
 		}
 	}
-	rep.Event = driver.Event{Key: r.Key, Status: rep.Event.Status, Attempts: rep.Event.Attempts}
+	rep.Event = driver.Event{Key: r.Key, Status: rep.Event.Status, Attempts: rep.Event.Attempts, Token: rep.Event.Token}
 	if rep.Outcome == driver.ClaimCompleted {
 		rep.Event.Result = driver.Clone(cur.Result)
 	}

@@ -81,7 +81,9 @@ func Open(_ context.Context, u *url.URL, cfg driver.Config) (driver.Driver, erro
 
 type urlError struct{ u string }
 
-func (e *urlError) Error() string { return "mem: URL " + e.u + " takes no host, path or options (use mem://)" }
+func (e *urlError) Error() string {
+	return "mem: URL " + e.u + " takes no host, path or options (use mem://)"
+}
 func (e *urlError) Unwrap() error { return driver.ErrInvalidArgument }
 
 // New returns an empty in-memory driver with its sweeper running.

@@ -18,7 +18,7 @@ import (
 
 func TestSnapshotsMoveBetweenEveryPairOfBackends(t *testing.T) {
 	backends := map[string]statetest.Opener{
-		"mem":  statetest.URLOpener("mem://"),
+		"mem": statetest.URLOpener("mem://"),
 		// A file can be open in one store at a time: each open gets its own.
 		"file": func(t *testing.T, opts ...botstate.Option) *botstate.Store {
 			return statetest.URLOpener("file://"+filepath.ToSlash(filepath.Join(t.TempDir(), "state.db")))(t, opts...)
