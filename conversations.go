@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/botstate/botstate/driver"
@@ -240,7 +239,7 @@ func (c *Conversations) update(ctx context.Context, op, key string, fn func(*Con
 		dc, err := s.core.drv.SwapConversation(ctx, s.ns, w, cur.Version,
 			driver.Conversation{Key: key, Flow: next.Flow, State: next.State, Data: b})
 		if errors.Is(err, ErrConflict) {
-			if err := sleepBackoff(ctx, attempt); err != nil {
+			if err := driver.Sleep(ctx, driver.Backoff(attempt, 50*time.Microsecond, 13*time.Millisecond)); err != nil {
 				return Conversation{}, &Error{Op: op, Err: err}
 			}
 			continue
@@ -248,19 +247,6 @@ func (c *Conversations) update(ctx context.Context, op, key string, fn func(*Con
 		return c.done(op, dc, err)
 	}
 	return Conversation{}, &Error{Op: op, Msg: fmt.Sprintf("lost %d compare-and-swap races", maxUpdateAttempts), Err: ErrConflict}
-}
-
-func sleepBackoff(ctx context.Context, attempt int) error {
-	d := time.Duration(1<<min(attempt, 8)) * 50 * time.Microsecond
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func cloneMap(m map[string]any) map[string]any {

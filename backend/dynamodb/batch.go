@@ -31,18 +31,7 @@ type batchPolicy struct {
 	sleep func(ctx context.Context, d time.Duration) error
 }
 
-var defaultBatchPolicy = batchPolicy{base: 20 * time.Millisecond, ceiling: 2 * time.Second, attempts: 12, sleep: sleepCtx}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+var defaultBatchPolicy = batchPolicy{base: 20 * time.Millisecond, ceiling: 2 * time.Second, attempts: 12, sleep: driver.Sleep}
 
 // delay is the wait before retry n (0-based): capped exponential, with
 // jitter over its upper half so that writers throttled together do not

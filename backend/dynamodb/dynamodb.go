@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -395,22 +394,9 @@ func tooLarge(op string, size int) error {
 const maxAttempts = 200
 
 // backoff waits before retry attempt n (0-based), capped exponential with
-// full jitter, and returns early with the context's error.
+// jitter (driver.Backoff), and returns early with the context's error.
 func backoff(ctx context.Context, n int) error {
-	const base, ceiling = 2 * time.Millisecond, 100 * time.Millisecond
-	d := base << min(n, 10)
-	if d > ceiling {
-		d = ceiling
-	}
-	d = time.Duration(rand.Int64N(int64(d)) + 1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return driver.Sleep(ctx, driver.Backoff(n, 2*time.Millisecond, 100*time.Millisecond))
 }
 
 func contention(op string) error {

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/botstate/botstate/driver"
 )
 
 // SchemaError says everything that keeps a table from serving botstate.
@@ -283,12 +285,8 @@ func (d *Driver) waitActive(ctx context.Context) error {
 				return nil
 			}
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := driver.Sleep(ctx, delay); err != nil {
+			return err
 		}
 		delay = min(delay*2, 2*time.Second)
 	}

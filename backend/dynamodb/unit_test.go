@@ -98,7 +98,7 @@ func TestBatchWriteGroupsOf25AndRetriesUnprocessed(t *testing.T) {
 
 func TestBatchWriteGivesUpAfterItsAttempts(t *testing.T) {
 	f := &fakeBatch{written: map[string]int{}, leave: func(_, size int) int { return 1 }}
-	p := batchPolicy{base: time.Millisecond, ceiling: time.Millisecond, attempts: 4, sleep: sleepCtx}
+	p := batchPolicy{base: time.Millisecond, ceiling: time.Millisecond, attempts: 4, sleep: driver.Sleep}
 	err := batchWrite(context.Background(), f, "t", requests(3), p)
 	if !errors.Is(err, driver.ErrUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable after the attempts ran out", err)
@@ -110,7 +110,7 @@ func TestBatchWriteGivesUpAfterItsAttempts(t *testing.T) {
 
 func TestBatchWriteHonoursTheContext(t *testing.T) {
 	f := &fakeBatch{written: map[string]int{}, leave: func(_, size int) int { return 1 }}
-	p := batchPolicy{base: time.Hour, ceiling: time.Hour, attempts: 10, sleep: sleepCtx}
+	p := batchPolicy{base: time.Hour, ceiling: time.Hour, attempts: 10, sleep: driver.Sleep}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()

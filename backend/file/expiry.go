@@ -72,20 +72,6 @@ func headExpiry(v []byte) (time.Time, error) {
 	return t, d.err
 }
 
-func (d *Driver) reaper(every time.Duration) {
-	defer d.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-t.C:
-			_, _ = d.reap(d.clock())
-		}
-	}
-}
-
 // reap removes every item expired at now, in transactions of at most
 // reapBatch items so that writers wait for it only briefly. It returns how
 // many index entries it processed. It stops early when the driver closes.

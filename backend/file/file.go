@@ -252,7 +252,10 @@ func open(o options, cfg driver.Config) (*Driver, error) {
 	}
 	d.wg.Add(2)
 	go d.committer()
-	go d.reaper(every)
+	go func() {
+		defer d.wg.Done()
+		driver.Every(d.stop, every, func() { _, _ = d.reap(d.clock()) })
+	}()
 	return d, nil
 }
 

@@ -110,7 +110,10 @@ func New(cfg driver.Config) *Driver {
 		every = defaultSweep
 	}
 	d.wg.Add(1)
-	go d.sweeper(every)
+	go func() {
+		defer d.wg.Done()
+		driver.Every(d.stop, every, func() { d.Sweep(d.clock()) })
+	}()
 	return d
 }
 
@@ -133,20 +136,6 @@ func (d *Driver) check() error {
 		return driver.ErrClosed
 	}
 	return nil
-}
-
-func (d *Driver) sweeper(every time.Duration) {
-	defer d.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-t.C:
-			d.Sweep(d.clock())
-		}
-	}
 }
 
 // Sweep removes every item expired at now, one shard at a time.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/botstate/botstate"
+	_ "github.com/botstate/botstate/backend/mem" // the reference the tests compare against
 	"github.com/botstate/botstate/backend/postgres"
 	"github.com/botstate/botstate/driver"
 	"github.com/botstate/botstate/statetest"

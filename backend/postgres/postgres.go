@@ -193,12 +193,7 @@ func (d *Driver) run(ctx context.Context, fn func() error) error {
 		if err == nil || attempt == maxAttempts || !retryable(err) || ctx.Err() != nil {
 			break
 		}
-		t := time.NewTimer(time.Duration(attempt) * time.Duration(1+rand.IntN(5)) * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
+		_ = driver.Sleep(ctx, time.Duration(attempt)*time.Duration(1+rand.IntN(5))*time.Millisecond)
 	}
 	if err != nil && d.closed.Load() && isClosedPool(err) {
 		return driver.ErrClosed

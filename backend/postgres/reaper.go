@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 	"time"
+
+	"github.com/botstate/botstate/driver"
 )
 
 // reapedTables lists every table with an expires_at column. Locks are
@@ -46,21 +48,12 @@ var reapStatements = func() []string {
 	return append(out, reapAbandonedLocksSQL)
 }()
 
-// reaper deletes expired rows every interval until ctx ends.
+// reaper deletes expired rows every interval until ctx ends. Errors (the
+// server restarting, say) are left for the next round: reads never depend
+// on the reaper.
 func (d *Driver) reaper(ctx context.Context, every time.Duration) {
 	defer close(d.reapDone)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			// Errors (the server restarting, say) are left for the next
-			// round: reads never depend on the reaper.
-			d.Reap(ctx, d.reapTime()) //nolint:errcheck
-		}
-	}
+	driver.Every(ctx.Done(), every, func() { d.Reap(ctx, d.reapTime()) }) //nolint:errcheck
 }
 
 // reapTime is the instant the reaper deletes up to: the store's clock, but
