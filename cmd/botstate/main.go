@@ -1,0 +1,291 @@
+// Command botstate moves and inspects a bot's state on any backend.
+//
+//	botstate export  [-url URL] [-ns NS | -all] [-o FILE]
+//	botstate import  [-url URL] [-i FILE]
+//	botstate migrate -from URL -to URL [-ns NS]
+//	botstate inspect [-url URL] [-ns NS | -all]
+//
+// Without -url it works on the embedded file ./botstate.db, the state a
+// single-machine bot keeps.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+
+	"github.com/botstate/botstate"
+	_ "github.com/botstate/botstate/backend/dynamodb"
+	"github.com/botstate/botstate/backend/file"
+	_ "github.com/botstate/botstate/backend/mem"
+	_ "github.com/botstate/botstate/backend/postgres"
+	_ "github.com/botstate/botstate/backend/redis"
+)
+
+// defaultURL is the embedded file in the working directory.
+var defaultURL = "file:" + file.DefaultPath
+
+const usage = `botstate moves and inspects a bot's state on any backend.
+
+usage:
+  botstate export  [-url URL] [-ns NS | -all] [-o FILE]   write a snapshot (stdout by default)
+  botstate import  [-url URL] [-i FILE]                    load a snapshot (stdin by default)
+  botstate migrate -from URL -to URL [-ns NS]              copy every namespace (or NS) between backends
+  botstate inspect [-url URL] [-ns NS | -all]              count items by kind
+
+URL defaults to ` + "file:botstate.db" + ` (the embedded file in this directory). Backends:
+mem://, file:///path/state.db, redis://, rediss://, redis+cluster://h1:p1,h2:p2,
+postgres://, dynamodb://table?region=…
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "botstate:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", defaultURL, "backend URL")
+	ns := fs.String("ns", botstate.DefaultNamespace, "namespace")
+	all := fs.Bool("all", false, "every namespace")
+	switch cmd {
+	case "export":
+		out := fs.String("o", "-", "output file (- for stdout)")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		return export(ctx, *url, *ns, *all, *out, stdout, stderr)
+	case "import":
+		in := fs.String("i", "-", "input file (- for stdin)")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		return importSnapshot(ctx, *url, *in, stdin, stderr)
+	case "migrate":
+		from := fs.String("from", "", "source backend URL")
+		to := fs.String("to", "", "target backend URL")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if *from == "" || *to == "" {
+			return fmt.Errorf("%w: migrate needs -from and -to", errUsage)
+		}
+		return migrate(ctx, *from, *to, *ns, !isSet(fs, "ns"), stderr)
+	case "inspect":
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		return inspect(ctx, *url, *ns, *all, stdout)
+	}
+	return fmt.Errorf("%w: unknown command %q (see botstate help)", errUsage, cmd)
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
+}
+
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func open(ctx context.Context, url string) (*botstate.Store, error) {
+	st, err := botstate.Open(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", url, err)
+	}
+	return st, nil
+}
+
+func exportTo(ctx context.Context, st *botstate.Store, ns string, all bool, w io.Writer) (int, error) {
+	if all {
+		return st.ExportAll(ctx, w)
+	}
+	return st.Namespace(ns).Export(ctx, w)
+}
+
+func export(ctx context.Context, url, ns string, all bool, out string, stdout, stderr io.Writer) error {
+	st, err := open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	w, closeOut, err := output(out, stdout)
+	if err != nil {
+		return err
+	}
+	n, err := exportTo(ctx, st, ns, all, w)
+	if cerr := closeOut(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "exported %d items from %s\n", n, url)
+	return nil
+}
+
+func output(path string, stdout io.Writer) (io.Writer, func() error, error) {
+	if path == "-" {
+		return stdout, func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	bw := bufio.NewWriter(f)
+	return bw, func() error {
+		if err := bw.Flush(); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}, nil
+}
+
+func importSnapshot(ctx context.Context, url, in string, stdin io.Reader, stderr io.Writer) error {
+	r := stdin
+	if in != "-" {
+		f, err := os.Open(in)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	st, err := open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	n, err := st.Import(ctx, r)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "imported %d items into %s\n", n, url)
+	return nil
+}
+
+// migrate streams a snapshot of the source into the target: every
+// namespace unless one is named. Expiry times are absolute, so TTLs carry
+// over; items that expire in flight are skipped by the import.
+func migrate(ctx context.Context, from, to, ns string, all bool, stderr io.Writer) error {
+	src, err := open(ctx, from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := open(ctx, to)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	pr, pw := io.Pipe()
+	exported := make(chan error, 1)
+	var n int
+	go func() {
+		var err error
+		n, err = exportTo(ctx, src, ns, all, pw)
+		pw.CloseWithError(err)
+		exported <- err
+	}()
+	fmt.Fprintf(stderr, "migrating from %s to %s ...\n", from, to)
+	imported, err := dst.Import(ctx, pr)
+	pr.CloseWithError(err)
+	if xerr := <-exported; xerr != nil {
+		return fmt.Errorf("export from %s: %w", from, xerr)
+	}
+	if err != nil {
+		return fmt.Errorf("import into %s: %w", to, err)
+	}
+	fmt.Fprintf(stderr, "migrated %d items (%d exported, %d already expired)\n", imported, n, n-imported)
+	return nil
+}
+
+// inspect counts the items of each kind per namespace.
+func inspect(ctx context.Context, url, ns string, all bool, stdout io.Writer) error {
+	st, err := open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := exportTo(ctx, st, ns, all, pw)
+		pw.CloseWithError(err)
+	}()
+	counts := map[string]map[string]int{}
+	sc := bufio.NewScanner(pr)
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
+	first := true
+	for sc.Scan() {
+		if first {
+			first = false
+			continue
+		}
+		var item struct {
+			Kind string `json:"kind"`
+			NS   string `json:"ns"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &item); err != nil {
+			return fmt.Errorf("reading the export: %w", err)
+		}
+		if counts[item.NS] == nil {
+			counts[item.NS] = map[string]int{}
+		}
+		counts[item.NS][item.Kind]++
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(counts))
+	for n := range counts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		fmt.Fprintln(stdout, "no items")
+	}
+	for _, n := range names {
+		kinds := make([]string, 0, len(counts[n]))
+		for k := range counts[n] {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		fmt.Fprintf(stdout, "namespace %s\n", n)
+		for _, k := range kinds {
+			fmt.Fprintf(stdout, "  %-17s %d\n", k, counts[n][k])
+		}
+	}
+	return nil
+}
