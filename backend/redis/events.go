@@ -8,28 +8,62 @@ import (
 	"github.com/botstate/botstate/driver"
 )
 
-// gcEvery makes one event insert in gcEvery collect lapsed events from the
-// namespace's indexes (up to 64 at a time, so collection outpaces
-// inserts); the rest skip that step, which is most of the cost of an
-// insert that finds nothing to collect.
+// gcEvery makes one event insert in gcEvery collect stale entries among
+// the oldest of its index (up to 32 at a time, so collection outpaces
+// inserts); the rest skip that step.
 const gcEvery = 8
 
-func (d *Driver) gcFlag() string {
-	if d.inserts.Add(1)%gcEvery == 0 {
-		return "1"
+// gcBound returns the collection bound of an insert made at now that keeps
+// its event until expiresAt, on one call in gcEvery, and "" on the others.
+// An entry created before the bound lapsed already if it had this call's
+// window and lease (expiresAt - now after it), so collection only reads
+// entries likely to be dead.
+func (d *Driver) gcBound(now, expiresAt time.Time) string {
+	if d.inserts.Add(1)%gcEvery != 0 || expiresAt.IsZero() {
+		return ""
 	}
-	return "0"
+	return strconv.FormatInt(2*now.UnixMicro()-expiresAt.UnixMicro(), 10)
 }
 
-// eventKeys returns the six keys every event script declares: the event's
-// value and the namespace's pending, claims, exp, order and seq indexes.
-func (d *Driver) eventKeys(ns, key string) []string {
-	base := d.nsBase(ns, domEvents)
-	return []string{base + "k:" + key, base + "p", base + "c", base + "x", base + "o", base + "s"}
+// Event index keys, after the namespace's event base (see lua.go).
+const (
+	evClaims  = "p" // claimed and released events by createdAt
+	evRecords = "r" // recorded events by createdAt
+	evOrder   = "o" // events inserted under a limit by createdAt
+)
+
+// eventKey is the key of an event's value.
+func (d *Driver) eventKey(base, key string) string { return base + "k:" + key }
+
+// neverMS is the expiry given to an index that holds an event without one.
+const neverMS = "253402300799000"
+
+// pxat is the native expiry of a value that lapses at t: t rounded up to the
+// millisecond, "" for never.
+func pxat(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(ceilDiv(t.UnixMicro(), 1000), 10)
 }
 
-// eventBase is the start of every event value key of ns.
-func (d *Driver) eventBase(ns string) string { return d.nsBase(ns, domEvents) + "k:" }
+// indexExpiry is the native expiry an index needs to outlive an event that
+// lapses at t: rounded up to the minute, so that most inserts find their
+// index's expiry far enough and only read it.
+func indexExpiry(t time.Time) string {
+	if t.IsZero() {
+		return neverMS
+	}
+	return strconv.FormatInt(ceilDiv(t.UnixMicro(), 60_000_000)*60_000, 10)
+}
+
+func ceilDiv(a, b int64) int64 {
+	q := a / b
+	if a%b > 0 {
+		q++
+	}
+	return q
+}
 
 func packEvent(e *driver.Event) string {
 	return pack(strconv.Itoa(int(e.Status)), strconv.Itoa(e.Attempts), us(e.CreatedAt), us(e.LeaseUntil),
@@ -55,16 +89,62 @@ func unpackEvent(key, v string) (driver.Event, error) {
 		LeaseUntil: lease, ExpiresAt: exp, Token: f[5], Payload: bytesOrNil(f[6]), Result: bytesOrNil(f[7])}, nil
 }
 
-// RecordEvent implements driver.Events: one script that inserts the event
-// with its pending and expiry index entries unless a live one is there.
+// RecordEvent implements driver.Events: one script that stores the event
+// and joins it to the recorded index unless a live one is there.
 func (d *Driver) RecordEvent(ctx context.Context, ns string, w driver.EventWrite) (bool, error) {
 	e := driver.Event{Key: w.Key, Status: driver.EventRecorded, Payload: w.Payload, CreatedAt: w.Now, ExpiresAt: w.ExpiresAt}
-	out, err := d.run(ctx, recordScript, d.eventKeys(ns, w.Key),
-		[]string{us(w.Now), w.Key, d.eventBase(ns), packEvent(&e), us(w.ExpiresAt), strconv.Itoa(w.Limit), d.gcFlag()})
-	if err != nil {
-		return false, err
+	keys, args := d.insertArgs(ns, evRecords, &e, w)
+	n, _, err := d.runEvent(ctx, recordScript, keys, args)
+	return n == 1, err
+}
+
+// insertArgs builds the KEYS and ARGV of the insert scripts (see lua.go).
+func (d *Driver) insertArgs(ns, index string, e *driver.Event, w driver.EventWrite) ([]string, []string) {
+	base := d.nsBase(ns, domEvents)
+	var keys, args []string
+	if w.Limit > 0 {
+		keys = []string{d.eventKey(base, w.Key), base + index, base + evOrder}
+		args = make([]string, 7)
+		args[6] = strconv.Itoa(w.Limit)
+	} else {
+		keys = []string{d.eventKey(base, w.Key), base + index}
+		args = make([]string, 6)
 	}
-	return len(out) > 0 && out[0] == "1", nil
+	args[0], args[1], args[2], args[3], args[4], args[5] = packEvent(e), pxat(w.ExpiresAt), us(w.Now), w.Key,
+		indexExpiry(w.ExpiresAt), d.gcBound(w.Now, w.ExpiresAt)
+	return keys, args
+}
+
+// runEvent runs an event script whose reply is an integer, or an array of
+// an integer and a packed event.
+func (d *Driver) runEvent(ctx context.Context, s scriptRef, keys, args []string) (int64, string, error) {
+	if err := d.check(); err != nil {
+		return 0, "", err
+	}
+	msg, err := s.Exec(ctx, d.client, keys, args).ToMessage()
+	if err != nil {
+		return 0, "", d.fail(ctx, err)
+	}
+	if msg.IsInt64() {
+		n, _ := msg.AsInt64()
+		return n, "", nil
+	}
+	arr, err := msg.ToArray()
+	if err != nil || len(arr) == 0 {
+		return 0, "", errCorrupt
+	}
+	n, err := arr[0].AsInt64()
+	if err != nil {
+		return 0, "", errCorrupt
+	}
+	if len(arr) == 1 {
+		return n, "", nil
+	}
+	v, err := arr[1].ToString()
+	if err != nil {
+		return 0, "", errCorrupt
+	}
+	return n, v, nil
 }
 
 // LookupEvent implements driver.Events with one GET.
@@ -72,7 +152,7 @@ func (d *Driver) LookupEvent(ctx context.Context, ns, key string, now time.Time)
 	if err := d.check(); err != nil {
 		return driver.Event{}, false, err
 	}
-	v, err := d.do(ctx, d.client.B().Get().Key(d.nsBase(ns, domEvents)+"k:"+key).Build()).ToString()
+	v, err := d.do(ctx, d.client.B().Get().Key(d.eventKey(d.nsBase(ns, domEvents), key)).Build()).ToString()
 	if err != nil {
 		if isNil(err) {
 			return driver.Event{}, false, nil
@@ -92,44 +172,45 @@ func (d *Driver) LookupEvent(ctx context.Context, ns, key string, now time.Time)
 // ForgetEvent implements driver.Events: the value and its index entries go
 // together.
 func (d *Driver) ForgetEvent(ctx context.Context, ns, key string) error {
-	_, err := d.run(ctx, forgetScript, d.eventKeys(ns, key), []string{"", key, d.eventBase(ns)})
+	base := d.nsBase(ns, domEvents)
+	_, _, err := d.runEvent(ctx, forgetScript, []string{d.eventKey(base, key), base + evClaims}, []string{key})
 	return err
 }
 
-// ClaimEvent implements driver.Events in one script. A new event is built
-// here, so the script only stores it and the reply carries no payload back.
+// ClaimEvent implements driver.Events in one script (Claim and Reclaim have
+// one each). A new event is built here, so the script only stores it and the
+// reply carries no payload back.
 func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimRequest) (driver.ClaimReply, error) {
 	fresh := driver.Event{Key: r.Key, Status: driver.EventClaimed, Payload: r.Payload, Token: r.Token,
 		Attempts: 1, CreatedAt: r.Now, LeaseUntil: r.LeaseUntil, ExpiresAt: r.ExpiresAt}
-	existing := "0"
+	s := claimScript
+	var keys, args []string
 	if r.Existing {
-		existing = "1"
+		// A Reclaim never inserts: no limit, no collection.
+		s = reclaimScript
+		base := d.nsBase(ns, domEvents)
+		keys = []string{d.eventKey(base, r.Key), base + evClaims}
+		args = []string{packEvent(&fresh), pxat(r.ExpiresAt), us(r.Now), r.Key, indexExpiry(r.ExpiresAt)}
+	} else {
+		keys, args = d.insertArgs(ns, evClaims, &fresh, r.EventWrite)
 	}
-	out, err := d.run(ctx, claimScript, d.eventKeys(ns, r.Key), []string{us(r.Now), r.Key, d.eventBase(ns),
-		packEvent(&fresh), us(r.ExpiresAt), strconv.Itoa(r.Limit), r.Token, us(r.LeaseUntil), existing, d.gcFlag()})
+	oc, v, err := d.runEvent(ctx, s, keys, args)
 	if err != nil {
 		return driver.ClaimReply{}, err
 	}
-	if len(out) == 0 {
-		return driver.ClaimReply{}, errCorrupt
-	}
-	switch out[0] {
-	case "0":
+	switch {
+	case oc == 0:
 		return driver.ClaimReply{}, driver.ErrNotFound
-	case "1":
-		if len(out) == 1 {
-			fresh.Payload = driver.Clone(fresh.Payload)
-			return driver.ClaimReply{Outcome: driver.ClaimAcquired, Event: fresh}, nil
-		}
-	}
-	if len(out) != 2 {
+	case oc == 1 && v == "":
+		fresh.Payload = driver.Clone(fresh.Payload)
+		return driver.ClaimReply{Outcome: driver.ClaimAcquired, Event: fresh}, nil
+	case v == "":
 		return driver.ClaimReply{}, errCorrupt
 	}
-	ev, err := unpackEvent(r.Key, out[1])
+	ev, err := unpackEvent(r.Key, v)
 	if err != nil {
 		return driver.ClaimReply{}, err
 	}
-	oc, _ := strconv.Atoi(out[0])
 	return driver.ClaimReply{Outcome: driver.ClaimOutcome(oc), Event: ev}, nil
 }
 
@@ -138,11 +219,13 @@ func (d *Driver) finish(ctx context.Context, ns, key, token string, complete boo
 	if complete {
 		c = "1"
 	}
-	out, err := d.run(ctx, finishScript, d.eventKeys(ns, key), []string{us(now), key, d.eventBase(ns), token, c, string(result), us(expiresAt)})
+	base := d.nsBase(ns, domEvents)
+	n, _, err := d.runEvent(ctx, finishScript, []string{d.eventKey(base, key), base + evClaims},
+		[]string{us(now), key, token, c, string(result), us(expiresAt), pxat(expiresAt), indexExpiry(expiresAt)})
 	if err != nil {
 		return err
 	}
-	if len(out) == 0 || out[0] != "1" {
+	if n != 1 {
 		return driver.ErrNotOwner
 	}
 	return nil
@@ -159,7 +242,8 @@ func (d *Driver) ReleaseEvent(ctx context.Context, ns, key, token string, now ti
 }
 
 func (d *Driver) listEvents(ctx context.Context, ns string, now time.Time, limit int, s scriptRef) ([]driver.Event, error) {
-	out, err := d.run(ctx, s, d.eventKeys(ns, ""), []string{us(now), "", d.eventBase(ns), strconv.Itoa(limit)})
+	base := d.nsBase(ns, domEvents)
+	out, err := d.run(ctx, s, []string{base + evClaims, base + evRecords}, []string{us(now), strconv.Itoa(limit)})
 	if err != nil {
 		return nil, err
 	}
@@ -174,14 +258,15 @@ func (d *Driver) listEvents(ctx context.Context, ns string, now time.Time, limit
 	return evs, nil
 }
 
-// ExpiredEvents implements driver.Events from the claims index (by lease
-// end), sorted by CreatedAt then key inside the script.
+// ExpiredEvents implements driver.Events by walking the claims index, whose
+// zset order (CreatedAt, then key bytewise) is the order asked for, and
+// keeping the claims whose lease ended.
 func (d *Driver) ExpiredEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
 	return d.listEvents(ctx, ns, now, limit, expiredScript)
 }
 
-// PendingEvents implements driver.Events from the pending index, whose zset
-// order (CreatedAt, then key bytewise) is the order asked for.
+// PendingEvents implements driver.Events by merging the claims and records
+// indexes, each in the order asked for (CreatedAt, then key bytewise).
 func (d *Driver) PendingEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
 	return d.listEvents(ctx, ns, now, limit, pendingScript)
 }

@@ -169,29 +169,39 @@ func TestEveryKeyExpires(t *testing.T) {
 }
 
 // TestEventIndexesAreCollected checks that events whose window ended leave
-// the namespace's indexes once later inserts run, without any listing.
+// the namespace's indexes once later inserts of their kind run, without any
+// listing.
 func TestEventIndexesAreCollected(t *testing.T) {
 	st, d, clock := open(t, botstate.WithEventWindow(time.Hour))
 	ctx := context.Background()
 	ev := st.Events()
+	// 200 old inserts keep the sampled collection in step (gcEvery divides 200).
 	for i := 0; i < 100; i++ {
-		if _, err := ev.Record(ctx, "old"+strconv.Itoa(i), nil); err != nil {
+		if _, err := ev.Record(ctx, "old-r"+strconv.Itoa(i), nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ev.Claim(ctx, "old-c"+strconv.Itoa(i), nil, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
 	clock.Advance(2 * time.Hour)
 	for i := 0; i < 4*gcEvery; i++ {
-		if _, err := ev.Claim(ctx, "new"+strconv.Itoa(i), nil, time.Minute); err != nil {
+		if _, err := ev.Record(ctx, "new-r"+strconv.Itoa(i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	keys := d.eventKeys(st.Name(), "")
-	for _, k := range []string{keys[1], keys[3]} {
+	for i := 0; i < 4*gcEvery; i++ {
+		if _, err := ev.Claim(ctx, "new-c"+strconv.Itoa(i), nil, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := d.nsBase(st.Name(), domEvents)
+	for _, k := range []string{base + evRecords, base + evClaims} {
 		n, err := d.client.Do(ctx, d.client.B().Zcard().Key(k).Build()).AsInt64()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := int64(4*gcEvery + 1); n != want { // + the sentinel
+		if want := int64(4 * gcEvery); n != want {
 			t.Errorf("%s holds %d members, want %d", k, n, want)
 		}
 	}
@@ -200,6 +210,83 @@ func TestEventIndexesAreCollected(t *testing.T) {
 			t.Errorf("lapsed event %q is still stored", k)
 		}
 	}
+}
+
+// TestStaleIndexEntries checks that a key that lapsed and came back as the
+// other kind (recorded, then claimed) is listed once, as what it is now.
+func TestStaleIndexEntries(t *testing.T) {
+	st, _, clock := open(t, botstate.WithEventWindow(time.Hour))
+	ctx := context.Background()
+	ev := st.Events()
+	if _, err := ev.Record(ctx, "k", []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ev.Claim(ctx, "j", nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.Release(ctx, c.Token); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour)
+	if c, err := ev.Claim(ctx, "k", []byte("second"), time.Minute); err != nil || c.Status != botstate.Claimed {
+		t.Fatalf("claim after the window: %+v %v", c, err)
+	}
+	clock.Advance(time.Millisecond)
+	if r, err := ev.Record(ctx, "j", nil); err != nil || r != botstate.RecordNew {
+		t.Fatalf("record after the window: %v %v", r, err)
+	}
+	p, err := ev.Pending(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != 2 || p[0].Key != "k" || p[0].Status != botstate.EventClaimed || string(p[0].Payload) != "second" ||
+		p[1].Key != "j" || p[1].Status != botstate.EventRecorded {
+		t.Fatalf("pending: %+v", p)
+	}
+	clock.Advance(2 * time.Minute)
+	x, err := ev.Expired(ctx, 0)
+	if err != nil || len(x) != 1 || x[0].Key != "k" {
+		t.Fatalf("expired: %+v %v", x, err)
+	}
+}
+
+// TestLimitWithUnlimitedWriters shares a namespace between a store with an
+// event limit and one without: only the limited store's inserts count, and
+// a key that lapsed and came back without a limit is not evicted for its
+// old insert.
+func TestLimitWithUnlimitedWriters(t *testing.T) {
+	lim, d, clock := open(t, botstate.WithEventLimit(2), botstate.WithEventWindow(time.Hour))
+	free, err := botstate.Open(context.Background(), statetest.BackendURL(t, "BOTSTATE_REDIS_URL"),
+		botstate.WithClock(clock), botstate.WithEventWindow(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer free.Close()
+	fr := free.Namespace(lim.Name()).Events()
+	ev := lim.Events()
+	ctx := context.Background()
+	rec := func(e *botstate.Events, k string) {
+		t.Helper()
+		clock.Advance(time.Millisecond)
+		if r, err := e.Record(ctx, k, nil); err != nil || r != botstate.RecordNew {
+			t.Fatalf("record %s: %v %v", k, r, err)
+		}
+	}
+	rec(ev, "a")
+	clock.Advance(2 * time.Hour)
+	rec(fr, "a") // back, without a limit: its old place in the order is stale
+	rec(ev, "b")
+	rec(fr, "c")
+	rec(ev, "d")
+	rec(ev, "e")
+	for k, want := range map[string]bool{"a": true, "b": false, "c": true, "d": true, "e": true} {
+		seen, err := ev.Seen(ctx, k)
+		if err != nil || seen != want {
+			t.Errorf("%s seen %v (%v), want %v", k, seen, err, want)
+		}
+	}
+	_ = d
 }
 
 // TestKeysNeverCollide stores items under keys built to look like other

@@ -84,11 +84,9 @@ local function push_chunks(cmd, key, list)
 end
 `
 
-// luaLex holds the helpers of lex-ordered indexes and server-clock
-// collection.
-const luaLex = `
--- bless is bytewise less-than: Lua's own string order follows the
--- server's locale.
+// luaBless is bytewise less-than: Lua's own string order follows the
+// server's locale.
+const luaBless = `
 local function bless(a, b)
   local n = math.min(#a, #b)
   for i = 1, n do
@@ -97,6 +95,11 @@ local function bless(a, b)
   end
   return #a < #b
 end
+`
+
+// luaLex holds the helpers of lex-ordered indexes and server-clock
+// collection.
+const luaLex = luaBless + `
 local function lp(s)
   return #s .. ':' .. s
 end
@@ -120,253 +123,386 @@ func script(parts ...string) *rueidis.Lua {
 
 // ---- events --------------------------------------------------------------------
 //
-// KEYS for every event script: [1] the event's value, [2] pending (zset by
-// CreatedAt), [3] claims (zset by LeaseUntil), [4] exp (zset by ExpiresAt),
-// [5] order (zset by insertion seq, for the event limit), [6] seq.
-// ARGV for every event script: [1] now, [2] the event key, [3] the value
-// keys' common start (the item key is ARGV[3]..member), then the script's own.
-// An event value is pk{status, attempts, createdAt, leaseUntil, expiresAt,
-// token, payload, result}.
+// An event is one value, B.."k:"..key, packed as pk{status, attempts,
+// createdAt, leaseUntil, expiresAt, token, payload, result}, where B is the
+// namespace's event base (prefix.."{ns:e}"). Three zsets index them:
 //
-// Each index zset holds a sentinel member "" scored +inf, so it is never
-// emptied and recreated without an expiry: the index keys and seq live and
-// die together, on one expiry kept past every event's expiry (rounded up to
-// the minute, so that most calls only read it with PEXPIRETIME).
+//	B.."p"  claimed and released events (status 2, 3) -> createdAt
+//	B.."r"  recorded events (status 1)                 -> createdAt
+//	B.."o"  events inserted under an event limit       -> createdAt
+//
+// Pending merges p and r; Expired walks p (in-flight work, normally few
+// entries) for lapsed leases; completed events leave p and sit in no index
+// but o. The values expire natively at their ExpiresAt; an index entry
+// whose value is gone, lapsed by the call's now, or of another status (the
+// key lapsed and came back as the other kind) is stale, and is dropped by
+// whichever script meets it: the listings, and the collection that one
+// insert in gcEvery runs over the oldest entries of its own index. Each
+// index key expires (rounded up to the minute, so most calls only read
+// PEXPIRETIME) no earlier than the last of its events, so an idle
+// namespace's indexes vanish with its last event.
+//
+// The insert scripts (record, claim) put the new-key path first and return
+// before any helper is defined, so the common call costs SET NX GET, ZADD
+// and PEXPIRETIME and nothing else. Their KEYS are [1] the value, [2] the
+// index the new event joins (p or r) and, only when the call carries an
+// event limit, [3] o; the other index keys are derived from KEYS[2] (same
+// hash tag). Their ARGV: [1] the packed new value, [2] its PXAT in ms (""
+// for never), [3] now, [4] the key, [5] the index expiry in ms, [6] the
+// collection bound ("" on most calls: see Driver.gcBound), [7] the limit
+// (with KEYS[3] only).
 
-const eventLib = `
-local EV = ARGV[3]
-local function ev_drop(m)
-  redis.call('DEL', EV .. m)
-  redis.call('ZREM', KEYS[2], m)
-  redis.call('ZREM', KEYS[3], m)
-  redis.call('ZREM', KEYS[4], m)
-  redis.call('ZREM', KEYS[5], m)
+// evSet stores ARGV[1] in KEYS[1] unless the key exists (the new-key path
+// of the insert scripts), leaving what was there in cur.
+const evSet = `
+local cur
+if ARGV[2] == '' then
+  cur = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET')
+else
+  cur = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PXAT', ARGV[2])
 end
--- ev_keep keeps the indexes alive until at least us (0: for good).
-local function ev_keep(us, force)
-  local ms = 253402300799000
-  if us ~= 0 then ms = math.ceil(us / 60000000) * 60000 end
-  if not force and redis.call('PEXPIRETIME', KEYS[4]) >= ms then return end
-  local s = fmt(ms)
-  for i = 2, 5 do
-    redis.call('ZADD', KEYS[i], '+inf', '')
-    redis.call('PEXPIREAT', KEYS[i], s)
-  end
-  redis.call('PEXPIREAT', KEYS[6], s)
-end
--- ev_gc drops events whose window ended, so indexes stay bounded; the
--- caller asks for it on a sample of inserts.
-local function ev_gc(now)
-  local dead = redis.call('ZRANGE', KEYS[4], '-inf', now, 'BYSCORE', 'LIMIT', 0, 64)
-  for _, m in ipairs(dead) do ev_drop(m) end
-end
--- ev_put stores a value with its expiry; unless replacing, only when the
--- key is absent, returning what was there (false when absent).
-local function ev_put(v, exp, replacing)
-  if exp == '0' then
-    if replacing then return redis.call('SET', KEYS[1], v) end
-    return redis.call('SET', KEYS[1], v, 'NX', 'GET')
-  end
-  if replacing then return redis.call('SET', KEYS[1], v, 'PXAT', msat(tonumber(exp))) end
-  return redis.call('SET', KEYS[1], v, 'NX', 'GET', 'PXAT', msat(tonumber(exp)))
-end
--- ev_index adds a just-stored event to the indexes and evicts the oldest
--- keys past the limit.
-local function ev_index(m, lease, exp, limit, gc, replacing)
-  redis.call('ZADD', KEYS[2], ARGV[1], m)
-  if lease ~= '' then
-    redis.call('ZADD', KEYS[3], lease, m)
-  elseif replacing then
-    redis.call('ZREM', KEYS[3], m)
-  end
-  redis.call('ZADD', KEYS[4], score(exp), m)
-  local force = false
-  if limit > 0 then
-    local seq = redis.call('INCR', KEYS[6])
-    force = seq == 1
-    redis.call('ZADD', KEYS[5], seq, m)
-    local n = redis.call('ZCOUNT', KEYS[5], '-inf', '(+inf')
-    while n > limit do
-      local v = redis.call('ZPOPMIN', KEYS[5])
-      ev_drop(v[1])
-      n = n - 1
-    end
-  elseif replacing then
-    redis.call('ZREM', KEYS[5], m)
-  end
-  ev_keep(tonumber(exp), force)
-  if gc then ev_gc(ARGV[1]) end
+if not cur then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  if redis.call('PEXPIRETIME', KEYS[2]) < tonumber(ARGV[5]) then redis.call('PEXPIREAT', KEYS[2], ARGV[5]) end
+  if not KEYS[3] and ARGV[6] == '' then return 1 end
 end
 `
 
-// ARGV: [4] packed new event, [5] expiresAt, [6] limit, [7] gc ("1").
-// Reply: {1} inserted, {0} present.
-var recordScript = script(eventLib, `
-local now = tonumber(ARGV[1])
-local cur = ev_put(ARGV[4], ARGV[5], false)
-if cur then
-  local r = unpk(cur)
-  if live(tonumber(r[5]), now) then return {0} end
-  ev_put(ARGV[4], ARGV[5], true)
+// evLib is the event helpers, defined after the new-key path.
+const evLib = `
+local B = string.sub(KEYS[2], 1, -2)
+local P, R, O = B .. 'p', B .. 'r', B .. 'o'
+local WANT_P = {['2'] = true, ['3'] = true}
+local WANT_R = {['1'] = true}
+local function unpk(s)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = string.find(s, ':', i, true)
+    local l = tonumber(string.sub(s, i, c - 1))
+    out[#out + 1] = string.sub(s, c + 1, c + l)
+    i = c + l + 1
+  end
+  return out
 end
-ev_index(ARGV[2], '', ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1', cur ~= false)
-return {1}
-`)
-
-// ARGV: [4] packed new event, [5] expiresAt, [6] limit, [7] token,
-// [8] leaseUntil, [9] existing ("1": Reclaim), [10] gc.
-// Reply: {1} when a new event was stored (Go built it, so nothing comes
-// back), else {outcome, value}; outcome 0 is "absent" for a Reclaim.
-var claimScript = script(eventLib, `
-local now = tonumber(ARGV[1])
-local cur
-if ARGV[9] == '1' then
-  cur = redis.call('GET', KEYS[1])
-  if not cur then return {0} end
-else
-  cur = ev_put(ARGV[4], ARGV[5], false)
-  if not cur then
-    ev_index(ARGV[2], ARGV[8], ARGV[5], tonumber(ARGV[6]), ARGV[10] == '1', false)
-    return {1}
+local function pk(t)
+  local parts = {}
+  for k = 1, #t do
+    local v = t[k]
+    parts[k] = #v .. ':' .. v
+  end
+  return table.concat(parts)
+end
+local function live(x, now)
+  return x == 0 or x > now
+end
+-- ev_store writes value v to key k with PXAT ms ("" for never).
+local function ev_store(k, v, ms)
+  if ms == '' then
+    redis.call('SET', k, v)
+  else
+    redis.call('SET', k, v, 'PXAT', ms)
   end
 end
-local r = unpk(cur)
-if not live(tonumber(r[5]), now) then
-  if ARGV[9] == '1' then return {0} end
-  ev_put(ARGV[4], ARGV[5], true)
-  ev_index(ARGV[2], ARGV[8], ARGV[5], tonumber(ARGV[6]), ARGV[10] == '1', true)
-  return {1}
+-- ev_keep makes index key k live at least until ms (a missing k stays
+-- missing: PEXPIRETIME says -2 and PEXPIREAT does nothing).
+local function ev_keep(k, ms)
+  if redis.call('PEXPIRETIME', k) < tonumber(ms) then redis.call('PEXPIREAT', k, ms) end
 end
-local st = r[1]
-if st == '4' then return {3, cur} end
-if st == '1' or (st == '2' and tonumber(r[4]) > now) then return {2, cur} end
-r[1] = '2'
-r[2] = fmt(tonumber(r[2]) + 1)
-r[4] = ARGV[8]
-r[5] = ARGV[5]
-r[6] = ARGV[7]
-local v = pk(r)
-set_value(KEYS[1], v, ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[8], ARGV[2])
-redis.call('ZADD', KEYS[4], score(ARGV[5]), ARGV[2])
-ev_keep(tonumber(ARGV[5]), false)
-return {1, v}
-`)
-
-// ARGV: [4] token, [5] "1" complete / "0" release, [6] result,
-// [7] expiresAt. Reply: {1} done, {0} not the owner.
-var finishScript = script(eventLib, `
-local now = tonumber(ARGV[1])
-local cur = redis.call('GET', KEYS[1])
-if not cur then return {0} end
-local r = unpk(cur)
-if not live(tonumber(r[5]), now) or r[1] ~= '2' or r[6] ~= ARGV[4] then return {0} end
-r[6] = ''
-r[4] = '0'
-if ARGV[5] == '1' then
-  r[1] = '4'
-  r[8] = ARGV[6]
-  r[5] = ARGV[7]
-  set_value(KEYS[1], pk(r), ARGV[7])
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  redis.call('ZREM', KEYS[3], ARGV[2])
-  redis.call('ZADD', KEYS[4], score(ARGV[7]), ARGV[2])
-  ev_keep(tonumber(ARGV[7]), false)
-else
-  r[1] = '3'
-  redis.call('SET', KEYS[1], pk(r), 'KEEPTTL')
-  redis.call('ZREM', KEYS[3], ARGV[2])
+-- ev_drop forgets an event: its value and every index entry.
+local function ev_drop(m)
+  redis.call('DEL', B .. 'k:' .. m)
+  redis.call('ZREM', P, m)
+  redis.call('ZREM', R, m)
+  redis.call('ZREM', O, m)
 end
-return {1}
-`)
-
-// No more ARGV.
-var forgetScript = script(eventLib, `
-ev_drop(ARGV[2])
-return {1}
-`)
-
-// KEYS[1] is unused (ARGV[2] is ""). ARGV: [4] limit.
-// Reply: key, value pairs of pending events, oldest CreatedAt first, ties by
-// key (the zset's own order: score, then member bytewise).
-var pendingScript = script(eventLib, `
-local now = tonumber(ARGV[1])
-local limit = tonumber(ARGV[4])
-local out = {}
-local start = 0
-while #out < 2 * limit do
-  local ms = redis.call('ZRANGE', KEYS[2], start, start + 99)
-  if #ms == 0 then break end
-  local removed = 0
-  for _, m in ipairs(ms) do
-    if m ~= '' then
-      local v = redis.call('GET', EV .. m)
-      local r
-      if v then r = unpk(v) end
-      if not r or not live(tonumber(r[5]), now) then
-        ev_drop(m)
-        removed = removed + 1
-      elseif r[1] ~= '4' then
-        out[#out + 1] = m
-        out[#out + 1] = v
-        if #out >= 2 * limit then break end
+-- ev_check reads the value behind entry m of index idx, which holds the
+-- statuses in want. It returns the value and its fields when the entry is
+-- current; otherwise it collects what is stale (at once, or into later
+-- when the caller walks the index by rank and must not shift it).
+local function ev_check(idx, m, now, want, later)
+  local v = redis.call('GET', B .. 'k:' .. m)
+  local act
+  local r
+  if not v then
+    act = 'gone'
+  else
+    r = unpk(v)
+    if not live(tonumber(r[5]), now) then
+      act = 'dead'
+    elseif not want[r[1]] then
+      act = 'stale'
+    else
+      return v, r
+    end
+  end
+  if later then
+    later[#later + 1] = {act, idx, m}
+  elseif act == 'dead' then
+    ev_drop(m)
+  else
+    redis.call('ZREM', idx, m)
+    if act == 'gone' then redis.call('ZREM', O, m) end
+  end
+  return nil
+end
+local function ev_apply(later)
+  for _, a in ipairs(later) do
+    if a[1] == 'dead' then
+      ev_drop(a[3])
+    else
+      redis.call('ZREM', a[2], a[3])
+      if a[1] == 'gone' then redis.call('ZREM', O, a[3]) end
+    end
+  end
+end
+-- ev_limit counts a new event toward the namespace's limit and evicts the
+-- oldest while over it. An o entry whose value is gone, lapsed, or was
+-- inserted again later without a limit (its createdAt differs) no longer
+-- counts and leaves without evicting anything.
+local function ev_limit(m, now, limit, ms)
+  redis.call('ZADD', O, now, m)
+  ev_keep(O, ms)
+  local n = redis.call('ZCARD', O)
+  while n > limit do
+    -- The new key itself is never the one evicted, even when another
+    -- writer's clock ran ahead of this call's.
+    local v = redis.call('ZRANGE', O, 0, 1, 'WITHSCORES')
+    local vm, vs = v[1], v[2]
+    if vm == m then vm, vs = v[3], v[4] end
+    redis.call('ZREM', O, vm)
+    local cur = redis.call('GET', B .. 'k:' .. vm)
+    if cur and tonumber(unpk(cur)[3]) == tonumber(vs) then ev_drop(vm) end
+    n = n - 1
+  end
+end
+-- ev_gc collects stale entries among the oldest of idx: those created
+-- before bound, which lapsed by now if they had this call's window and
+-- lease. Entries that outlive it (a longer window, a claim taken over
+-- again and again) are skipped; when many hold the head, a second probe
+-- looks at a spot further in, so they never shield what lapsed behind them.
+local function ev_gc(idx, want, bound, now)
+  local held = 0
+  for _, m in ipairs(redis.call('ZRANGE', idx, '-inf', bound, 'BYSCORE', 'LIMIT', 0, 32)) do
+    if ev_check(idx, m, now, want) then held = held + 1 end
+  end
+  if held >= 8 then
+    local n = redis.call('ZCOUNT', idx, '-inf', bound)
+    if n > 32 then
+      local off = 32 + math.fmod(now, n - 32)
+      for _, m in ipairs(redis.call('ZRANGE', idx, off, off + 15)) do
+        ev_check(idx, m, now, want)
       end
     end
   end
-  start = start + #ms - removed
 end
-return out
+-- ev_inserted finishes an insert of key m into idx at now (as given): the
+-- limit, then the sampled collection.
+local function ev_inserted(idx, want, m, now)
+  if KEYS[3] then ev_limit(m, now, tonumber(ARGV[7]), ARGV[5]) end
+  if ARGV[6] ~= '' then ev_gc(idx, want, tonumber(ARGV[6]), tonumber(now)) end
+end
+-- ev_replace stores ARGV[1] over a lapsed event that was in other index.
+local function ev_replace(idx, other, m, now)
+  ev_store(KEYS[1], ARGV[1], ARGV[2])
+  redis.call('ZREM', other, m)
+  if not KEYS[3] then redis.call('ZREM', O, m) end
+  redis.call('ZADD', idx, now, m)
+  ev_keep(idx, ARGV[5])
+end
+`
+
+// evTakeover claims the live event cur (unpacked in r) for the claim
+// packed in ARGV[1]: Reply {3, value} completed, {2, value} held or
+// recorded, {1, value} taken over.
+const evTakeover = `
+local st = r[1]
+if st == '4' then return {3, cur} end
+if st == '1' or (st == '2' and tonumber(r[4]) > now) then return {2, cur} end
+local a = unpk(ARGV[1])
+r[1] = '2'
+r[2] = string.format('%d', tonumber(r[2]) + 1)
+r[4] = a[4]
+r[5] = a[5]
+r[6] = a[6]
+local v = pk(r)
+ev_store(KEYS[1], v, ARGV[2])
+redis.call('ZADD', P, r[3], ARGV[4])
+ev_keep(P, ARGV[5])
+if redis.call('ZSCORE', O, ARGV[4]) then ev_keep(O, ARGV[5]) end
+return {1, v}
+`
+
+// Record: KEYS [1] value, [2] r, [3] o (limited). Reply 1 inserted, 0 a
+// live event was there.
+var recordScript = rueidis.NewLuaScript(evSet + evLib + `
+local now = tonumber(ARGV[3])
+if cur then
+  if live(tonumber(unpk(cur)[5]), now) then return 0 end
+  ev_replace(R, P, ARGV[4], ARGV[3])
+end
+ev_inserted(R, WANT_R, ARGV[4], ARGV[3])
+return 1
 `)
 
-// As pendingScript, for claims whose lease ended at or before now.
-var expiredScript = script(eventLib, luaLex, `
+// Claim: KEYS [1] value, [2] p, [3] o (limited). Reply 1 when the packed
+// claim was stored as new (Go built it, so nothing comes back), else as
+// evTakeover.
+var claimScript = rueidis.NewLuaScript(evSet + evLib + `
+local now = tonumber(ARGV[3])
+if cur then
+  local r = unpk(cur)
+  if live(tonumber(r[5]), now) then
+` + evTakeover + `
+  end
+  ev_replace(P, R, ARGV[4], ARGV[3])
+end
+ev_inserted(P, WANT_P, ARGV[4], ARGV[3])
+return 1
+`)
+
+// Reclaim: KEYS [1] value, [2] p; ARGV as the insert scripts' [1..5].
+// Reply {0} absent (never inserts), else as evTakeover.
+var reclaimScript = rueidis.NewLuaScript(evLib + `
+local now = tonumber(ARGV[3])
+local cur = redis.call('GET', KEYS[1])
+if not cur then return {0} end
+local r = unpk(cur)
+if not live(tonumber(r[5]), now) then return {0} end
+` + evTakeover)
+
+// Finish: KEYS [1] value, [2] p. ARGV: [1] now, [2] key, [3] token,
+// [4] "1" complete / "0" release, [5] result, [6] expiresAt, [7] its PXAT
+// in ms ("" never), [8] index expiry in ms. Reply 1 done, 0 not the owner.
+var finishScript = rueidis.NewLuaScript(evLib + `
 local now = tonumber(ARGV[1])
-local limit = tonumber(ARGV[4])
-local ms = redis.call('ZRANGE', KEYS[3], '-inf', ARGV[1], 'BYSCORE')
-local c = {}
-for _, m in ipairs(ms) do
-  local v = redis.call('GET', EV .. m)
-  local r
-  if v then r = unpk(v) end
-  if not r or not live(tonumber(r[5]), now) then
-    ev_drop(m)
-  elseif r[1] == '2' and tonumber(r[4]) <= now then
-    c[#c + 1] = {tonumber(r[3]), m, v}
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local r = unpk(cur)
+if not live(tonumber(r[5]), now) or r[1] ~= '2' or r[6] ~= ARGV[3] then return 0 end
+r[6] = ''
+r[4] = '0'
+if ARGV[4] == '1' then
+  r[1] = '4'
+  r[8] = ARGV[5]
+  r[5] = ARGV[6]
+  ev_store(KEYS[1], pk(r), ARGV[7])
+  redis.call('ZREM', P, ARGV[2])
+  if redis.call('ZSCORE', O, ARGV[2]) then ev_keep(O, ARGV[8]) end
+else
+  r[1] = '3'
+  redis.call('SET', KEYS[1], pk(r), 'KEEPTTL')
+end
+return 1
+`)
+
+// Forget: KEYS [1] value, [2] p. ARGV [1] key.
+var forgetScript = rueidis.NewLuaScript(evLib + `
+ev_drop(ARGV[1])
+return 1
+`)
+
+// evWalk reads an index by rank in batches, skipping and collecting stale
+// entries (applied by the caller at the end, so ranks never shift under
+// the walk).
+const evWalk = `
+local function walker(idx, want, now, later)
+  local w = {buf = {}, i = 1, start = 0, done = false}
+  -- peek returns the current entry's member, score and value, or nil at
+  -- the end.
+  function w.peek()
+    while true do
+      if w.i > #w.buf then
+        if w.done then return nil end
+        w.buf = redis.call('ZRANGE', idx, w.start, w.start + 127, 'WITHSCORES')
+        w.i = 1
+        w.start = w.start + #w.buf / 2
+        if #w.buf < 256 then w.done = true end
+        if #w.buf == 0 then return nil end
+      end
+      local m = w.buf[w.i]
+      if w.v == nil then w.v, w.r = ev_check(idx, m, now, want, later) end
+      if w.v then return m, tonumber(w.buf[w.i + 1]), w.v, w.r end
+      w.i = w.i + 2
+    end
+  end
+  function w.advance()
+    w.i = w.i + 2
+    w.v, w.r = nil, nil
+  end
+  return w
+end
+`
+
+// Pending: KEYS [1] p, [2] r. ARGV [1] now, [2] limit. Reply: key, value
+// pairs of unfinished events, oldest createdAt first, ties by key bytewise
+// (each zset's own order; the merge breaks ties the same way).
+var pendingScript = rueidis.NewLuaScript(evLib + luaBless + evWalk + `
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local later = {}
+local a, b = walker(P, WANT_P, now, later), walker(R, WANT_R, now, later)
+local out = {}
+while #out < 2 * limit do
+  local ma, sa, va = a.peek()
+  local mb, sb, vb = b.peek()
+  if not ma and not mb then break end
+  local takeA = ma and (not mb or sa < sb or (sa == sb and bless(ma, mb)))
+  if takeA then
+    out[#out + 1] = ma
+    out[#out + 1] = va
+    a.advance()
   else
-    redis.call('ZREM', KEYS[3], m)
+    out[#out + 1] = mb
+    out[#out + 1] = vb
+    b.advance()
   end
 end
-table.sort(c, function(a, b)
-  if a[1] ~= b[1] then return a[1] < b[1] end
-  return bless(a[2], b[2])
-end)
-local out = {}
-for i = 1, math.min(limit, #c) do
-  out[#out + 1] = c[i][2]
-  out[#out + 1] = c[i][3]
-end
+ev_apply(later)
 return out
 `)
 
-// ARGV: [4] packed event, [5] status, [6] createdAt, [7] leaseUntil,
-// [8] expiresAt. Snapshot import: replaces the event; it does not count
+// Expired: KEYS [1] p, [2] r. ARGV as Pending. Claims whose lease ended at
+// or before now, in p's order.
+var expiredScript = rueidis.NewLuaScript(evLib + evWalk + `
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local later = {}
+local a = walker(P, WANT_P, now, later)
+local out = {}
+while #out < 2 * limit do
+  local m, _, v, r = a.peek()
+  if not m then break end
+  if r[1] == '2' and tonumber(r[4]) <= now then
+    out[#out + 1] = m
+    out[#out + 1] = v
+  end
+  a.advance()
+end
+ev_apply(later)
+return out
+`)
+
+// Import: KEYS [1] value, [2] p. ARGV: [1] packed event, [2] its PXAT in
+// ms ("" never), [3] createdAt, [4] key, [5] index expiry in ms,
+// [6] status. Snapshot import replaces the event; it does not count
 // toward the event limit (as in every backend).
-var importEventScript = script(eventLib, `
-set_value(KEYS[1], ARGV[4], ARGV[8])
-if ARGV[5] ~= '4' then
-  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2])
-else
-  redis.call('ZREM', KEYS[2], ARGV[2])
+var importEventScript = rueidis.NewLuaScript(evLib + `
+local m = ARGV[4]
+ev_store(KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREM', O, m)
+local idx, other = nil, nil
+if ARGV[6] == '1' then
+  idx, other = R, P
+elseif ARGV[6] == '2' or ARGV[6] == '3' then
+  idx, other = P, R
 end
-if ARGV[5] == '2' then
-  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[2])
+if idx then
+  redis.call('ZADD', idx, ARGV[3], m)
+  redis.call('ZREM', other, m)
+  ev_keep(idx, ARGV[5])
 else
-  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('ZREM', P, m)
+  redis.call('ZREM', R, m)
 end
-redis.call('ZADD', KEYS[4], score(ARGV[8]), ARGV[2])
-redis.call('ZREM', KEYS[5], ARGV[2])
-ev_keep(tonumber(ARGV[8]), false)
-return {1}
+return 1
 `)
 
 // ---- conversations and docs ---------------------------------------------------

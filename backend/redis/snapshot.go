@@ -415,8 +415,9 @@ func (d *Driver) importOp(r *driver.Record) (op, error) {
 		if !ok {
 			return op{}, errors.New("redis: import: bad event status")
 		}
-		return lua(importEventScript, d.eventKeys(r.NS, r.Key), "", r.Key, d.eventBase(r.NS), packEvent(&e),
-			strconv.Itoa(int(e.Status)), us(e.CreatedAt), us(e.LeaseUntil), us(e.ExpiresAt))
+		base := d.nsBase(r.NS, domEvents)
+		return lua(importEventScript, []string{d.eventKey(base, r.Key), base + evClaims}, packEvent(&e),
+			pxat(e.ExpiresAt), us(e.CreatedAt), r.Key, indexExpiry(e.ExpiresAt), strconv.Itoa(int(e.Status)))
 	case driver.KindConversation:
 		c := r.Conversation()
 		kv, err := dataArgs(c.Data)
