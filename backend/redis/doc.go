@@ -7,8 +7,11 @@
 //
 // It talks to Redis through rueidis with auto-pipelining: concurrent calls
 // share connections and are written in batches, so many goroutines cost
-// few round trips. Client-side caching is off: every read is judged by the
-// time its call carries. Redis 7.0 or later is needed (SET NX GET,
+// few round trips. Under load a connection's writer waits up to
+// flush_delay (default 20µs) after each write to gather the next batch,
+// which cuts system calls on both ends; a lone caller never waits.
+// Client-side caching is off: every read is judged by the time its call
+// carries. Redis 7.0 or later is needed (SET NX GET,
 // PEXPIRETIME, ZRANGE BYSCORE/BYLEX).
 //
 // # Atomicity
@@ -44,10 +47,9 @@
 //
 //	events         {ns:e}k:<key>      value pk{status, attempts, createdAt,
 //	                                  leaseUntil, expiresAt, token, payload, result}
-//	               {ns:e}p            zset key -> createdAt   (not completed: Pending)
-//	               {ns:e}c            zset key -> leaseUntil  (claimed: Expired)
-//	               {ns:e}x            zset key -> expiresAt   (collection)
-//	               {ns:e}o, {ns:e}s   zset key -> insertion seq, and the seq (event limit)
+//	               {ns:e}p            zset key -> createdAt   (claimed, released)
+//	               {ns:e}r            zset key -> createdAt   (recorded)
+//	               {ns:e}o            zset key -> createdAt   (inserted under a limit)
 //	conversations  {ns:c:<h>}<key>    hash: !f flow, !s state, !v version,
 //	                                  !u updatedAt, !x expiresAt, .<member> raw JSON
 //	thread state   {ns:t:<h>}<id>     hash: !u, !x, .<member>
@@ -91,13 +93,25 @@
 // call's now, so native expiry is only garbage collection and never hides an
 // item earlier than the caller's clock would (as long as clocks are roughly
 // in step with the server's). Index members are collected as their items
-// lapse: one event insert in eight sweeps up to 64 lapsed events, each
-// subscription write and incident save sweeps lapsed ones, and listings drop
-// what they find dead. The event index keys hold a sentinel member so they
-// are never emptied, and share one expiry kept (in whole minutes) past every
-// event's, so an idle namespace's indexes vanish with its last event. What
-// never expires by contract (open issues, move mappings, processing states,
-// items written without a TTL) is kept until deleted.
+// lapse: each subscription write and incident save sweeps lapsed ones, and
+// listings drop what they find dead.
+//
+// Events keep no expiry index, so that Record and Claim cost the server one
+// SET NX GET, one ZADD and one PEXPIRETIME. An event's value expires
+// natively; its pending entry (p or r) goes stale and is dropped by whichever
+// script meets it: Pending and Expired, and the collection that one insert
+// in eight runs over the oldest entries of its index (those created more
+// than one of its own window and lease ago, up to 32, plus a probe further
+// in when long-lived entries hold the head). Completed events leave p at
+// once. Every event index key expires (rounded up to the minute) no earlier
+// than its last event, so an idle namespace's indexes vanish with its last
+// event. What never expires by contract (open issues, move mappings,
+// processing states, items written without a TTL) is kept until deleted.
+//
+// The event limit counts a namespace's keys inserted under a limit, oldest
+// createdAt first (the caller's clock; the key being inserted is never the
+// one evicted); an entry whose event lapsed or was inserted again without a
+// limit leaves the count without evicting anything.
 //
 // # Iteration
 //

@@ -202,8 +202,10 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 	case oc == 0:
 		return driver.ClaimReply{}, driver.ErrNotFound
 	case oc == 1 && v == "":
-		fresh.Payload = driver.Clone(fresh.Payload)
-		return driver.ClaimReply{Outcome: driver.ClaimAcquired, Event: fresh}, nil
+		// The portable layer reads only Attempts (and Result when
+		// completed) from the reply, so the payload is not copied back.
+		return driver.ClaimReply{Outcome: driver.ClaimAcquired,
+			Event: driver.Event{Key: r.Key, Status: driver.EventClaimed, Attempts: 1}}, nil
 	case v == "":
 		return driver.ClaimReply{}, errCorrupt
 	}

@@ -25,13 +25,16 @@ func TestParseURL(t *testing.T) {
 		tls     bool
 		user    string
 		pass    string
+		flush   time.Duration
 	}{
-		{url: "redis://localhost", addrs: []string{"localhost:6379"}, prefix: DefaultPrefix},
-		{url: "redis://u:p%40ss@10.0.0.1:7000/3?prefix=bot:", addrs: []string{"10.0.0.1:7000"}, db: 3, prefix: "bot:", user: "u", pass: "p@ss"},
-		{url: "redis://:secret@h/", addrs: []string{"h:6379"}, prefix: DefaultPrefix, pass: "secret"},
-		{url: "rediss://h:6380?prefix=", addrs: []string{"h:6380"}, prefix: "", tls: true},
-		{url: "redis+cluster://a,b:2,c:3", addrs: []string{"a:6379", "b:2", "c:3"}, prefix: DefaultPrefix, cluster: true},
-		{url: "rediss+cluster://a:1,b:2?dial_timeout=2s&write_timeout=3s&client_name=x", addrs: []string{"a:1", "b:2"}, prefix: DefaultPrefix, cluster: true, tls: true},
+		{url: "redis://localhost", addrs: []string{"localhost:6379"}, prefix: DefaultPrefix, flush: DefaultFlushDelay},
+		{url: "redis://localhost?flush_delay=0", addrs: []string{"localhost:6379"}, prefix: DefaultPrefix},
+		{url: "redis://localhost?flush_delay=50us", addrs: []string{"localhost:6379"}, prefix: DefaultPrefix, flush: 50 * time.Microsecond},
+		{url: "redis://u:p%40ss@10.0.0.1:7000/3?prefix=bot:", addrs: []string{"10.0.0.1:7000"}, db: 3, prefix: "bot:", user: "u", pass: "p@ss", flush: DefaultFlushDelay},
+		{url: "redis://:secret@h/", addrs: []string{"h:6379"}, prefix: DefaultPrefix, pass: "secret", flush: DefaultFlushDelay},
+		{url: "rediss://h:6380?prefix=", addrs: []string{"h:6380"}, prefix: "", tls: true, flush: DefaultFlushDelay},
+		{url: "redis+cluster://a,b:2,c:3", addrs: []string{"a:6379", "b:2", "c:3"}, prefix: DefaultPrefix, cluster: true, flush: DefaultFlushDelay},
+		{url: "rediss+cluster://a:1,b:2?dial_timeout=2s&write_timeout=3s&client_name=x", addrs: []string{"a:1", "b:2"}, prefix: DefaultPrefix, cluster: true, tls: true, flush: DefaultFlushDelay},
 	}
 	for _, c := range good {
 		u, err := url.Parse(c.url)
@@ -45,7 +48,8 @@ func TestParseURL(t *testing.T) {
 		}
 		if strings.Join(o.Client.InitAddress, ",") != strings.Join(c.addrs, ",") || o.Client.SelectDB != c.db ||
 			o.Prefix != c.prefix || o.Cluster != c.cluster || (o.Client.TLSConfig != nil) != c.tls ||
-			o.Client.Username != c.user || o.Client.Password != c.pass || o.Client.ForceSingleClient == c.cluster {
+			o.Client.Username != c.user || o.Client.Password != c.pass || o.Client.ForceSingleClient == c.cluster ||
+			o.Client.MaxFlushDelay != c.flush {
 			t.Errorf("%s: got %+v", c.url, o)
 		}
 	}
@@ -53,6 +57,7 @@ func TestParseURL(t *testing.T) {
 		"redis://", "redis://a,b", "redis://h/x", "redis://h/1/2", "redis+cluster://a/1",
 		"redis://h?prefix=a{b", "redis://h?prefix=}", "redis://h?nope=1", "redis://h?dial_timeout=soon",
 		"redis://h?skip_verify=1", "redis://h:0", "redis://h:99999", "redis://h?prefix=a&prefix=b",
+		"redis://h?flush_delay=-1us", "redis://h?flush_delay=2ms", "redis://h?flush_delay=x",
 	}
 	for _, raw := range bad {
 		u, err := url.Parse(raw)

@@ -276,7 +276,8 @@ local function ev_limit(m, now, limit, ms)
   end
 end
 -- ev_gc collects stale entries among the oldest of idx: those created
--- before bound, which lapsed by now if they had this call's window and
+-- before bound (a string, so that Lua's number formatting never rounds
+-- it), which lapsed by now if they had this call's window and
 -- lease. Entries that outlive it (a longer window, a claim taken over
 -- again and again) are skipped; when many hold the head, a second probe
 -- looks at a spot further in, so they never shield what lapsed behind them.
@@ -299,7 +300,7 @@ end
 -- limit, then the sampled collection.
 local function ev_inserted(idx, want, m, now)
   if KEYS[3] then ev_limit(m, now, tonumber(ARGV[7]), ARGV[5]) end
-  if ARGV[6] ~= '' then ev_gc(idx, want, tonumber(ARGV[6]), tonumber(now)) end
+  if ARGV[6] ~= '' then ev_gc(idx, want, ARGV[6], tonumber(now)) end
 end
 -- ev_replace stores ARGV[1] over a lapsed event that was in other index.
 local function ev_replace(idx, other, m, now)
