@@ -100,10 +100,12 @@ func compareRecords(a, b Record) int {
 // canonicalRecord puts a record in the one form a snapshot holds: UTC
 // times, canonical JSON data, no empty slices.
 func canonicalRecord(r *Record) error {
-	for _, t := range []*time.Time{&r.Timestamp, &r.CreatedAt, &r.UpdatedAt, &r.LeaseUntil, &r.ExpiresAt} {
-		if !t.IsZero() {
-			*t = t.UTC()
-		}
+	for _, t := range []*time.Time{&r.CreatedAt, &r.UpdatedAt, &r.LeaseUntil, &r.ExpiresAt} {
+		*t = utcOrZero(*t)
+	}
+	// An alert's timestamp is the caller's, kept to the nanosecond.
+	if !r.Timestamp.IsZero() {
+		r.Timestamp = r.Timestamp.UTC()
 	}
 	if len(r.Data) > 0 {
 		d, err := driver.CanonicalObject(r.Data)
@@ -141,11 +143,13 @@ func canonicalRecord(r *Record) error {
 	return nil
 }
 
+// utcOrZero puts a time the store computed in its canonical form: UTC, to
+// the microsecond (what every backend keeps), zero left zero.
 func utcOrZero(t time.Time) time.Time {
 	if t.IsZero() {
 		return t
 	}
-	return t.UTC()
+	return t.UTC().Truncate(time.Microsecond)
 }
 
 // SnapshotError reports a snapshot line Import refused.
