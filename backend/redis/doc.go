@@ -47,8 +47,8 @@
 //
 //	events         {ns:e}k:<key>      value pk{status, attempts, createdAt,
 //	                                  leaseUntil, expiresAt, token, payload, result}
-//	               {ns:e}p            zset key -> createdAt   (claimed, released)
-//	               {ns:e}r            zset key -> createdAt   (recorded)
+//	               {ns:e}p            zset key -> createdAt   (claimed: Expired)
+//	               {ns:e}r            zset key -> createdAt   (recorded, released)
 //	               {ns:e}o            zset key -> createdAt   (inserted under a limit)
 //	conversations  {ns:c:<h>}<key>    hash: !f flow, !s state, !v version,
 //	                                  !u updatedAt, !x expiresAt, .<member> raw JSON

@@ -217,6 +217,52 @@ func TestEventIndexesAreCollected(t *testing.T) {
 	}
 }
 
+// TestLongLivedHeadDoesNotShieldCollection puts events with a long window
+// at the head of the records index, then lets events with a short window
+// lapse behind them: later inserts still collect those.
+func TestLongLivedHeadDoesNotShieldCollection(t *testing.T) {
+	short, d, clock := open(t, botstate.WithEventWindow(time.Hour))
+	long, err := botstate.Open(context.Background(), statetest.BackendURL(t, "BOTSTATE_REDIS_URL"),
+		botstate.WithClock(clock), botstate.WithEventWindow(48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	ctx := context.Background()
+	lev, sev := long.Namespace(short.Name()).Events(), short.Events()
+	for i := 0; i < 40; i++ {
+		if _, err := lev.Record(ctx, "long"+strconv.Itoa(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Millisecond)
+	for i := 0; i < 100; i++ {
+		if _, err := sev.Record(ctx, "old"+strconv.Itoa(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(2 * time.Hour)
+	for i := 0; i < 40*gcEvery; i++ {
+		clock.Advance(time.Millisecond)
+		if _, err := sev.Record(ctx, "new"+strconv.Itoa(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := d.client.Do(ctx, d.client.B().Zrange().Key(d.nsBase(short.Name(), domEvents)+evRecords).Min("0").Max("-1").Build()).AsStrSlice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := 0
+	for _, m := range ms {
+		if strings.HasPrefix(m, "old") {
+			old++
+		}
+	}
+	if old > 0 || len(ms) != 40+40*gcEvery {
+		t.Errorf("records index holds %d entries, %d of them lapsed behind the long-lived head", len(ms), old)
+	}
+}
+
 // TestStaleIndexEntries checks that a key that lapsed and came back as the
 // other kind (recorded, then claimed) is listed once, as what it is now.
 func TestStaleIndexEntries(t *testing.T) {
@@ -252,6 +298,50 @@ func TestStaleIndexEntries(t *testing.T) {
 	clock.Advance(2 * time.Minute)
 	x, err := ev.Expired(ctx, 0)
 	if err != nil || len(x) != 1 || x[0].Key != "k" {
+		t.Fatalf("expired: %+v %v", x, err)
+	}
+}
+
+// TestReleasedLeaveTheClaimsIndex checks that a released event waits among
+// the unclaimed (so Expired never walks it) and returns to the claims when
+// taken again.
+func TestReleasedLeaveTheClaimsIndex(t *testing.T) {
+	st, d, clock := open(t)
+	ctx := context.Background()
+	ev := st.Events()
+	base := d.nsBase(st.Name(), domEvents)
+	in := func(index string) bool {
+		t.Helper()
+		_, err := d.client.Do(ctx, d.client.B().Zscore().Key(base+index).Member("k").Build()).AsFloat64()
+		if err != nil && !isNil(err) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	c, err := ev.Claim(ctx, "k", nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !in(evClaims) || in(evRecords) {
+		t.Fatal("a claim is not in the claims index alone")
+	}
+	if err := ev.Release(ctx, c.Token); err != nil {
+		t.Fatal(err)
+	}
+	if in(evClaims) || !in(evRecords) {
+		t.Fatal("a released event is not in the unclaimed index alone")
+	}
+	if ms, err := d.client.Do(ctx, d.client.B().Pexpiretime().Key(base+evRecords).Build()).AsInt64(); err != nil || ms <= 0 {
+		t.Fatalf("the unclaimed index has no expiry: %d %v", ms, err)
+	}
+	if c, err = ev.Claim(ctx, "k", nil, time.Minute); err != nil || c.Status != botstate.Claimed {
+		t.Fatalf("claim after release: %+v %v", c, err)
+	}
+	if !in(evClaims) || in(evRecords) {
+		t.Fatal("a claim taken again is not back in the claims index alone")
+	}
+	clock.Advance(time.Minute)
+	if x, err := ev.Expired(ctx, 0); err != nil || len(x) != 1 || x[0].Attempts != 2 {
 		t.Fatalf("expired: %+v %v", x, err)
 	}
 }

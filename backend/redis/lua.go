@@ -127,13 +127,14 @@ func script(parts ...string) *rueidis.Lua {
 // createdAt, leaseUntil, expiresAt, token, payload, result}, where B is the
 // namespace's event base (prefix.."{ns:e}"). Three zsets index them:
 //
-//	B.."p"  claimed and released events (status 2, 3) -> createdAt
-//	B.."r"  recorded events (status 1)                 -> createdAt
+//	B.."p"  claimed events (status 2)                  -> createdAt
+//	B.."r"  recorded and released events (status 1, 3) -> createdAt
 //	B.."o"  events inserted under an event limit       -> createdAt
 //
-// Pending merges p and r; Expired walks p (in-flight work, normally few
-// entries) for lapsed leases; completed events leave p and sit in no index
-// but o. The values expire natively at their ExpiresAt; an index entry
+// Pending merges p and r; Expired walks p, which holds only claims (work in
+// flight, and lapsed claims), so its cost follows the workers' concurrency,
+// not the backlog of recorded or released events; completed events leave p
+// and sit in no index but o. The values expire natively at their ExpiresAt; an index entry
 // whose value is gone, lapsed by the call's now, or of another status (the
 // key lapsed and came back as the other kind) is stale, and is dropped by
 // whichever script meets it: the listings, and the collection that one
@@ -172,8 +173,8 @@ end
 const evLib = `
 local B = string.sub(KEYS[2], 1, -2)
 local P, R, O = B .. 'p', B .. 'r', B .. 'o'
-local WANT_P = {['2'] = true, ['3'] = true}
-local WANT_R = {['1'] = true}
+local WANT_P = {['2'] = true}
+local WANT_R = {['1'] = true, ['3'] = true}
 local function unpk(s)
   local out, i, n = {}, 1, #s
   while i <= n do
@@ -327,6 +328,7 @@ r[5] = a[5]
 r[6] = a[6]
 local v = pk(r)
 ev_store(KEYS[1], v, ARGV[2])
+if st == '3' then redis.call('ZREM', R, ARGV[4]) end
 redis.call('ZADD', P, r[3], ARGV[4])
 ev_keep(P, ARGV[5])
 if redis.call('ZSCORE', O, ARGV[4]) then ev_keep(O, ARGV[5]) end
@@ -374,7 +376,7 @@ if not live(tonumber(r[5]), now) then return {0} end
 // Finish: KEYS [1] value, [2] p. ARGV: [1] now, [2] key, [3] token,
 // [4] "1" complete / "0" release, [5] result, [6] expiresAt, [7] its PXAT
 // in ms ("" never), [8] index expiry in ms. Reply 1 done, 0 not the owner.
-var finishScript = rueidis.NewLuaScript(evLib + `
+var finishScript = rueidis.NewLuaScript(evLib + "local NEVER = '" + neverMS + "'\n" + `
 local now = tonumber(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
@@ -390,8 +392,14 @@ if ARGV[4] == '1' then
   redis.call('ZREM', P, ARGV[2])
   if redis.call('ZSCORE', O, ARGV[2]) then ev_keep(O, ARGV[8]) end
 else
+  -- Released: back among the unclaimed (r), with the expiry it had.
   r[1] = '3'
   redis.call('SET', KEYS[1], pk(r), 'KEEPTTL')
+  redis.call('ZREM', P, ARGV[2])
+  redis.call('ZADD', R, r[3], ARGV[2])
+  local x = redis.call('PEXPIRETIME', KEYS[1])
+  if x < 0 then x = tonumber(NEVER) else x = math.ceil(x / 60000) * 60000 end
+  ev_keep(R, string.format('%d', x))
 end
 return 1
 `)
@@ -490,9 +498,9 @@ local m = ARGV[4]
 ev_store(KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREM', O, m)
 local idx, other = nil, nil
-if ARGV[6] == '1' then
+if ARGV[6] == '1' or ARGV[6] == '3' then
   idx, other = R, P
-elseif ARGV[6] == '2' or ARGV[6] == '3' then
+elseif ARGV[6] == '2' then
   idx, other = P, R
 end
 if idx then
