@@ -22,8 +22,10 @@ import (
 //   - keys built inside a script (an index member's item key) share the
 //     declared keys' hash tag, so they are in the same slot.
 //
-// luaCore is the prelude of every script.
-const luaCore = `
+// luaPack packs and unpacks length-prefixed records ("3:abc0:"), and luaLive
+// says whether an expiry (0: never) is still ahead of now; the event
+// scripts and luaCore share them.
+const luaPack = `
 local function unpk(s)
   local out, i, n = {}, 1, #s
   while i <= n do
@@ -42,11 +44,18 @@ local function pk(t)
   end
   return table.concat(parts)
 end
-local function fmt(n)
-  return string.format('%d', n)
-end
+`
+
+const luaLive = `
 local function live(x, now)
   return x == 0 or x > now
+end
+`
+
+// luaCore is the prelude of every script but the event ones.
+const luaCore = luaPack + luaLive + `
+local function fmt(n)
+  return string.format('%d', n)
 end
 local function msat(us)
   return fmt(math.ceil(us / 1000))
@@ -175,28 +184,7 @@ local B = string.sub(KEYS[2], 1, -2)
 local P, R, O = B .. 'p', B .. 'r', B .. 'o'
 local WANT_P = {['2'] = true}
 local WANT_R = {['1'] = true, ['3'] = true}
-local function unpk(s)
-  local out, i, n = {}, 1, #s
-  while i <= n do
-    local c = string.find(s, ':', i, true)
-    local l = tonumber(string.sub(s, i, c - 1))
-    out[#out + 1] = string.sub(s, c + 1, c + l)
-    i = c + l + 1
-  end
-  return out
-end
-local function pk(t)
-  local parts = {}
-  for k = 1, #t do
-    local v = t[k]
-    parts[k] = #v .. ':' .. v
-  end
-  return table.concat(parts)
-end
-local function live(x, now)
-  return x == 0 or x > now
-end
--- ev_store writes value v to key k with PXAT ms ("" for never).
+` + luaPack + luaLive + `-- ev_store writes value v to key k with PXAT ms ("" for never).
 local function ev_store(k, v, ms)
   if ms == '' then
     redis.call('SET', k, v)
