@@ -9,32 +9,19 @@ import (
 	"time"
 
 	"github.com/botstate/botstate"
-	_ "github.com/botstate/botstate/backend/mem"
 	redisbackend "github.com/botstate/botstate/backend/redis"
 	"github.com/botstate/botstate/statetest"
 )
 
-func opener(url string) statetest.Opener {
-	return func(t *testing.T, opts ...botstate.Option) *botstate.Store {
-		t.Helper()
-		st, err := botstate.Open(context.Background(), url, opts...)
-		if err != nil {
-			t.Fatalf("open %s: %v", url, err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}
-}
-
 // TestConformance runs the whole suite against one standalone server.
 func TestConformance(t *testing.T) {
-	statetest.Run(t, opener(statetest.BackendURL(t, "BOTSTATE_REDIS_URL")))
+	statetest.Run(t, statetest.URLOpener(statetest.BackendURL(t, "BOTSTATE_REDIS_URL")))
 }
 
 // TestConformanceCluster runs the whole suite against a 3-master Redis
 // Cluster: every script must keep its keys in one slot.
 func TestConformanceCluster(t *testing.T) {
-	statetest.Run(t, opener(statetest.BackendURL(t, "BOTSTATE_REDIS_CLUSTER_URL")))
+	statetest.Run(t, statetest.URLOpener(statetest.BackendURL(t, "BOTSTATE_REDIS_CLUSTER_URL")))
 }
 
 // TestTLSWithACLUserAndDatabase opens a rediss:// URL with a user, a
@@ -75,15 +62,4 @@ func TestTLSWithACLUserAndDatabase(t *testing.T) {
 		st2.Close()
 		t.Fatal("a wrong password was accepted")
 	}
-}
-
-// TestCrossBackend checks that the same writes export the same snapshot on
-// mem, standalone Redis and Redis Cluster, and that snapshots move between
-// them byte for byte.
-func TestCrossBackend(t *testing.T) {
-	statetest.RunCrossBackend(t, map[string]statetest.Opener{
-		"mem":           opener("mem://"),
-		"redis":         opener(statetest.BackendURL(t, "BOTSTATE_REDIS_URL")),
-		"redis-cluster": opener(statetest.BackendURL(t, "BOTSTATE_REDIS_CLUSTER_URL")),
-	})
 }
