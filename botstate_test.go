@@ -3,6 +3,7 @@ package botstate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -76,5 +77,22 @@ func TestTokensAreUniqueAcrossStores(t *testing.T) {
 			seen[c.Token.ID] = true
 		}
 		st.Close()
+	}
+}
+
+func TestLockNamesPrintAsWords(t *testing.T) {
+	for _, c := range []struct {
+		got  fmt.Stringer
+		want string
+	}{
+		{botstate.Reject, "reject"}, {botstate.Queue, "queue"}, {botstate.Debounce, "debounce"},
+		{botstate.Concurrent, "concurrent"}, {botstate.Strategy(0), "invalid"},
+		{botstate.Acquired, "acquired"}, {botstate.Queued, "queued"}, {botstate.Debounced, "debounced"},
+		{botstate.Busy, "busy"}, {botstate.AcquireStatus(9), "invalid"},
+		{botstate.Failed, "failed"}, {botstate.EventFailed, "failed"},
+	} {
+		if s := c.got.String(); s != c.want {
+			t.Errorf("%#v prints %q, want %q", c.got, s, c.want)
+		}
 	}
 }

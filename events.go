@@ -2,9 +2,12 @@ package botstate
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/botstate/botstate/driver"
 )
@@ -14,11 +17,16 @@ import (
 // One-shot: Record marks a key seen and says whether it was new, in one
 // atomic step; a crash after Record loses the event, as with SET NX.
 //
-// Safe: Claim takes a lease on the key; Complete stores the handler's result,
-// Release gives the event back when the handler failed, and a worker that
-// died leaves a lapsed lease that Expired lists and Reclaim (or the next
-// Claim of a redelivery) takes over. Complete and Release are fenced by the
-// claim's token: a worker whose lease was taken over gets ErrNotOwner.
+// Safe: Claim takes a lease on the key; Heartbeat (or Extend) keeps it while
+// the handler runs; Complete stores the handler's result; Release or
+// ReleaseAfter gives the event back when the handler failed, Fail parks it.
+// A worker that died leaves a lapsed lease; Due lists lapsed claims and
+// released events whose retry time came, and Reclaim (or the next Claim of a
+// redelivery) takes one over. Complete, Extend and the releases are fenced
+// by the claim's token: a worker whose lease was taken over gets ErrNotOwner.
+// An event claimed more than the store's maximum attempts (WithMaxAttempts,
+// default 5) is parked as failed: kept, listed by Failed, claimed by nobody
+// until Retry.
 //
 // Keys are remembered for the store's event window after they are recorded,
 // claimed or completed (default 24 h), and, with WithEventLimit, at most that
@@ -38,6 +46,7 @@ const (
 	EventClaimed   = driver.EventClaimed
 	EventReleased  = driver.EventReleased
 	EventCompleted = driver.EventCompleted
+	EventFailed    = driver.EventFailed
 )
 
 // Event is a remembered event key, as Pending, Expired and Get return it.
@@ -77,6 +86,9 @@ const (
 	InProgress ClaimStatus = 2
 	// Completed: handled already; Result holds what the handler stored.
 	Completed ClaimStatus = 3
+	// Failed: the event is parked as failed (its attempts ran out, or Fail
+	// parked it); LastError says why. Retry makes it claimable again.
+	Failed ClaimStatus = 4
 )
 
 func (c ClaimStatus) String() string {
@@ -87,6 +99,8 @@ func (c ClaimStatus) String() string {
 		return "in_progress"
 	case Completed:
 		return "completed"
+	case Failed:
+		return "failed"
 	}
 	return "invalid"
 }
@@ -107,7 +121,10 @@ type Claim struct {
 	LeaseUntil time.Time
 	// Result is the stored result, when Status is Completed.
 	Result []byte
-	// Attempts counts the claims of this key so far, this one included.
+	// LastError is why the event was last released or failed.
+	LastError string
+	// Attempts counts the claims of this key so far, this one included
+	// (a claim given back with Defer does not count).
 	Attempts int
 }
 
@@ -186,22 +203,38 @@ func (e *Events) Forget(ctx context.Context, key string) error {
 }
 
 // Claim takes key for lease, atomically. It succeeds (Claimed, with a token)
-// when the key is unknown, was released, or its previous lease lapsed; it
-// reports InProgress while another lease is live and Completed, with the
-// result, once the event was completed. The first payload given for a key is
-// the one kept.
+// when the key is unknown, was released and its retry time came, or its
+// previous lease lapsed; it reports InProgress while another lease is live or
+// a released event waits for its retry time, Completed, with the result, once
+// the event was completed, and Failed once it was parked. A takeover that
+// would exceed the store's maximum attempts parks the event and reports
+// Failed. The first payload given for a key is the one kept.
 func (e *Events) Claim(ctx context.Context, key string, payload []byte, lease time.Duration) (Claim, error) {
-	return e.claim(ctx, "Events.Claim", key, payload, lease, false)
+	return e.claim(ctx, "Events.Claim", key, payload, lease, false, "")
 }
 
-// Reclaim takes over key for lease if its claim lapsed or was released, with
-// a new token; it never creates a key (ErrNotFound) and reports InProgress or
-// Completed like Claim. It is how a recovery loop re-drives what Expired lists.
+// Reclaim takes over key for lease if its claim lapsed or it was released
+// (whatever its retry time: Reclaim is the explicit call), with a new token;
+// it never creates a key (ErrNotFound) and reports InProgress, Completed or
+// Failed like Claim. It is how a recovery loop re-drives what Due lists.
 func (e *Events) Reclaim(ctx context.Context, key string, lease time.Duration) (Claim, error) {
-	return e.claim(ctx, "Events.Reclaim", key, nil, lease, true)
+	return e.claim(ctx, "Events.Reclaim", key, nil, lease, true, "")
 }
 
-func (e *Events) claim(ctx context.Context, op, key string, payload []byte, lease time.Duration, existing bool) (Claim, error) {
+// TakeOver takes the claim tok holds, live or lapsed, for lease with a new
+// token: the claim's holder handed tok over (a queued message's claim passes
+// to the worker that handles it), so the attempt count does not grow and tok
+// stops working. When tok no longer holds the event, TakeOver acts as
+// Reclaim.
+func (e *Events) TakeOver(ctx context.Context, tok EventToken, lease time.Duration) (Claim, error) {
+	const op = "Events.TakeOver"
+	if err := e.checkToken(op, tok); err != nil {
+		return Claim{}, err
+	}
+	return e.claim(ctx, op, tok.Key, nil, lease, true, tok.ID)
+}
+
+func (e *Events) claim(ctx context.Context, op, key string, payload []byte, lease time.Duration, existing bool, holder string) (Claim, error) {
 	s := e.s
 	if err := s.begin(ctx, op); err != nil {
 		return Claim{}, err
@@ -220,7 +253,7 @@ func (e *Events) claim(ctx context.Context, op, key string, payload []byte, leas
 	req := driver.ClaimRequest{
 		EventWrite: driver.EventWrite{Key: key, Payload: payload, Now: now,
 			ExpiresAt: after(leaseUntil, s.core.cfg.eventWindow), Limit: s.core.cfg.eventLimit},
-		LeaseUntil: leaseUntil, Existing: existing,
+		LeaseUntil: leaseUntil, Existing: existing, Holder: holder, MaxAttempts: s.core.cfg.maxAttempts,
 	}
 	if s.core.lazyTokens {
 		req.MintToken = s.core.mintToken
@@ -243,6 +276,8 @@ func (e *Events) claim(ctx context.Context, op, key string, payload []byte, leas
 		c.Status = InProgress
 	case driver.ClaimCompleted:
 		c.Status, c.Result = Completed, rep.Event.Result
+	case driver.ClaimFailed:
+		c.Status, c.LastError = Failed, rep.Event.LastError
 	default:
 		return Claim{}, &Error{Op: op, Msg: "backend returned an unknown claim outcome", Err: ErrUnavailable}
 	}
@@ -280,10 +315,119 @@ func (e *Events) Complete(ctx context.Context, tok EventToken, result []byte) er
 	return wrap(op, s.core.drv.CompleteEvent(ctx, s.ns, tok.Key, tok.ID, result, now, after(now, s.core.cfg.eventWindow)))
 }
 
-// Release gives the claimed event back (the handler failed): the next Claim
-// or Reclaim takes it. Fenced like Complete.
+// Extend moves the claim's lease end to lease from now and returns it. It
+// returns ErrNotOwner, changing nothing, when tok no longer holds the claim;
+// a lease that lapsed without being taken over can still be extended.
+func (e *Events) Extend(ctx context.Context, tok EventToken, lease time.Duration) (time.Time, error) {
+	const op = "Events.Extend"
+	s := e.s
+	if err := s.begin(ctx, op); err != nil {
+		return time.Time{}, err
+	}
+	if err := e.checkToken(op, tok); err != nil {
+		return time.Time{}, err
+	}
+	if err := checkTTL(op, "lease", lease, false); err != nil {
+		return time.Time{}, err
+	}
+	now := s.now()
+	leaseUntil := after(now, lease)
+	err := s.core.drv.ExtendEvent(ctx, s.ns, tok.Key, tok.ID, now, leaseUntil, after(leaseUntil, s.core.cfg.eventWindow))
+	if err != nil {
+		return time.Time{}, wrap(op, err)
+	}
+	return leaseUntil, nil
+}
+
+// ErrClaimLost is the cause of a claim heartbeat's context cancellation when
+// the claim was lost (taken over, or not renewed before its lease ended).
+var ErrClaimLost = fmt.Errorf("%w: claim lost", ErrNotOwner)
+
+// ClaimHeartbeat keeps a claim alive while a handler runs.
+type ClaimHeartbeat struct{ k *keeper[EventToken] }
+
+// Heartbeat renews the claim c (as Claim, Reclaim or TakeOver returned it)
+// to lease from now every lease/3 until Stop, and returns a context derived
+// from ctx that is cancelled, with cause ErrClaimLost, as soon as the claim
+// is known lost: taken over by another worker, or not renewed before its
+// lease ended. Run the handler under it, so a long handler is never run
+// twice because its lease lapsed, and never goes on after losing its claim.
+func (e *Events) Heartbeat(ctx context.Context, c Claim, lease time.Duration) (context.Context, *ClaimHeartbeat) {
+	const op = "Events.Heartbeat"
+	err := e.s.begin(ctx, op)
+	if err == nil && c.Status != Claimed {
+		err = invalid(op, "claim status is %v, not claimed", c.Status)
+	}
+	if err == nil {
+		err = e.checkToken(op, c.Token)
+	}
+	if err == nil {
+		err = checkTTL(op, "lease", lease, false)
+	}
+	hctx, k := startKeeper(ctx, err, c.Token, c.LeaseUntil, lease, ErrClaimLost,
+		func(ctx context.Context, tok EventToken) (EventToken, time.Time, error) {
+			until, err := e.Extend(ctx, tok, lease)
+			return tok, until, err
+		}, e.s.now)
+	return hctx, &ClaimHeartbeat{k}
+}
+
+// Stop ends the renewals and returns the error that ended them (wrapping
+// ErrClaimLost when the claim was lost, ErrInvalidArgument when the claim
+// or lease was refused at the start), or nil.
+func (hb *ClaimHeartbeat) Stop() error {
+	_, err := hb.k.stop()
+	return err
+}
+
+// Release gives the claimed event back (the handler failed), due at once:
+// the next Claim or Reclaim takes it. Fenced like Complete. When the event
+// used its last attempt (WithMaxAttempts) it is parked as failed instead.
 func (e *Events) Release(ctx context.Context, tok EventToken) error {
-	const op = "Events.Release"
+	return e.release(ctx, "Events.Release", tok, 0, "", false, false)
+}
+
+// ReleaseAfter gives the claimed event back to be retried after delay:
+// until then Claim answers InProgress and Due leaves it out. reason (the
+// handler's error, say) is kept as the event's LastError. Fenced like
+// Complete; an event that used its last attempt is parked as failed.
+func (e *Events) ReleaseAfter(ctx context.Context, tok EventToken, delay time.Duration, reason string) error {
+	return e.release(ctx, "Events.ReleaseAfter", tok, delay, reason, false, false)
+}
+
+// Fail parks the claimed event as failed at once (the handler knows a retry
+// cannot help), with reason as its LastError: it is kept, listed by Failed,
+// and claimed by nobody until Retry. Fenced like Complete.
+func (e *Events) Fail(ctx context.Context, tok EventToken, reason string) error {
+	return e.release(ctx, "Events.Fail", tok, 0, reason, true, false)
+}
+
+// Defer gives the claim back without counting it as an attempt: the caller
+// claimed the event to deduplicate it but hands it to someone else (a queue)
+// instead of handling it. Claim answers InProgress until delay has passed,
+// while Reclaim and TakeOver may take it at any time; after delay, Due lists
+// it. Fenced like Complete.
+func (e *Events) Defer(ctx context.Context, tok EventToken, delay time.Duration) error {
+	return e.release(ctx, "Events.Defer", tok, delay, "", false, true)
+}
+
+// MaxReasonLen is the longest LastError kept, in bytes; a longer reason is
+// cut at a character boundary.
+const MaxReasonLen = 1024
+
+func cleanReason(r string) string {
+	r = strings.ToValidUTF8(r, "\uFFFD")
+	if len(r) <= MaxReasonLen {
+		return r
+	}
+	cut := MaxReasonLen
+	for cut > 0 && !utf8.RuneStart(r[cut]) {
+		cut--
+	}
+	return r[:cut]
+}
+
+func (e *Events) release(ctx context.Context, op string, tok EventToken, delay time.Duration, reason string, fail, deferred bool) error {
 	s := e.s
 	if err := s.begin(ctx, op); err != nil {
 		return err
@@ -291,7 +435,41 @@ func (e *Events) Release(ctx context.Context, tok EventToken) error {
 	if err := e.checkToken(op, tok); err != nil {
 		return err
 	}
-	return wrap(op, s.core.drv.ReleaseEvent(ctx, s.ns, tok.Key, tok.ID, s.now()))
+	if err := checkTTL(op, "delay", delay, true); err != nil {
+		return err
+	}
+	now := s.now()
+	retryAt := after(now, delay)
+	return wrap(op, s.core.drv.ReleaseEvent(ctx, s.ns, driver.ReleaseRequest{
+		Key: tok.Key, Token: tok.ID, Now: now, RetryAt: retryAt,
+		ExpiresAt: after(now, delay+s.core.cfg.eventWindow), Reason: cleanReason(reason),
+		Fail: fail, MaxAttempts: s.core.cfg.maxAttempts, Defer: deferred,
+	}))
+}
+
+// Retry makes a failed event claimable again, due at once, with its attempts
+// counted from zero. It returns ErrNotFound when the key is not remembered
+// and ErrConflict, changing nothing, when the event is not failed.
+func (e *Events) Retry(ctx context.Context, key string) error {
+	const op = "Events.Retry"
+	s := e.s
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := checkKey(op, "event key", key); err != nil {
+		return err
+	}
+	now := s.now()
+	err := s.core.drv.RetryEvent(ctx, s.ns, key, now, after(now, s.core.cfg.eventWindow))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return &Error{Op: op, Msg: "event " + strconv.Quote(key), Err: ErrNotFound}
+	case errors.Is(err, ErrConflict):
+		return &Error{Op: op, Msg: "event " + strconv.Quote(key) + " is not failed", Err: ErrConflict}
+	}
+	return wrap(op, err)
 }
 
 // DefaultListLimit is what Pending, Expired and other listings return when
@@ -319,8 +497,20 @@ func (e *Events) Expired(ctx context.Context, limit int) ([]Event, error) {
 	return e.list(ctx, "Events.Expired", limit, e.s.core.drv.ExpiredEvents)
 }
 
-// Pending lists up to limit events that are not completed (recorded,
-// claimed or released), oldest first.
+// Due lists up to limit events to re-drive now, oldest first: claims whose
+// lease lapsed and released events whose retry time came. Reclaim takes
+// one over. It is the one listing a recovery loop needs.
+func (e *Events) Due(ctx context.Context, limit int) ([]Event, error) {
+	return e.list(ctx, "Events.Due", limit, e.s.core.drv.DueEvents)
+}
+
+// Failed lists up to limit events parked as failed, oldest first.
+func (e *Events) Failed(ctx context.Context, limit int) ([]Event, error) {
+	return e.list(ctx, "Events.Failed", limit, e.s.core.drv.FailedEvents)
+}
+
+// Pending lists up to limit events that are neither completed nor failed
+// (recorded, claimed or released), oldest first.
 func (e *Events) Pending(ctx context.Context, limit int) ([]Event, error) {
 	return e.list(ctx, "Events.Pending", limit, e.s.core.drv.PendingEvents)
 }

@@ -18,6 +18,13 @@ import (
 // its key, and a TTL. A holder whose TTL lapsed is gone: anyone may take the
 // lock, and the lapsed holder's Extend, Release and Handover get ErrNotOwner.
 // Heartbeat keeps a lock alive while a long handler runs.
+//
+// A holder that dies leaves its queue in order: the entry it was handling
+// goes back to the front, whoever is granted the lock next handles the
+// oldest waiting entry first (AcquireResult.Next), and Lapsed lists such
+// locks so a sweeper can TakeOver them when no new message comes. Entries
+// that leave the queue unhandled (dropped, replaced, lapsed) are kept as
+// skipped and given to the next holder that takes an entry.
 type Locks struct{ s *Store }
 
 // Locks returns the namespace's locks.
@@ -77,10 +84,14 @@ type LockPolicy struct {
 	QueueMax int
 	// OnFull says what a full queue does.
 	OnFull Overflow
-	// EntryTTL makes queued and debounced entries lapse (0: never).
+	// EntryTTL is how long a queued or debounced entry waits before it
+	// lapses (0: DefaultEntryTTL, one hour).
 	EntryTTL time.Duration
 	// MaxHolders caps Concurrent holders (0: no cap).
 	MaxHolders int
+	// QueueWhenFull makes Concurrent queue the entry, as Queue does, when
+	// MaxHolders hold the lock, instead of answering Busy.
+	QueueWhenFull bool
 }
 
 // Lock is a held lock. Pass it back to Extend, Release and Handover.
@@ -99,16 +110,28 @@ type AcquireResult struct {
 	// Dropped holds the entries this call pushed out: the oldest one of a
 	// full queue (DropOldest), or those a debounce replaced.
 	Dropped []Entry
+	// Next, when Acquired, is an entry to handle before the caller's own:
+	// the lock was free with entries waiting (its holder lapsed), so the
+	// oldest comes first and the caller's entry joined the back of the
+	// queue. Handover then brings the rest in order.
+	Next *Entry
+	// Skipped, when Acquired, are entries that left the queue unhandled
+	// since the last holder took one (dropped, replaced or lapsed), oldest
+	// first, at most 100.
+	Skipped []Entry
 }
 
-// HandoverResult is the outcome of Handover.
+// HandoverResult is the outcome of Handover and Next.
 type HandoverResult struct {
-	// Held reports that the lock is still held, for Next.
+	// Held reports that the lock is still held.
 	Held bool
-	// Next is the entry to handle now, when Held.
+	// Next is the entry to handle now, if one was waiting.
 	Next *Entry
 	// Lock is the lock with its new expiry, when Held.
 	Lock Lock
+	// Skipped, when Held, are entries that left the queue unhandled since
+	// the last holder took one, oldest first.
+	Skipped []Entry
 }
 
 // MaxQueue is the largest QueueMax and MaxHolders accepted.
@@ -162,21 +185,73 @@ func (l *Locks) Acquire(ctx context.Context, key, owner string, entry []byte, p 
 	if err != nil {
 		return AcquireResult{}, err
 	}
+	entryTTL := p.EntryTTL
+	if entryTTL == 0 {
+		entryTTL = DefaultEntryTTL
+	}
 	now := s.now()
-	exp := after(now, p.TTL)
-	rep, err := s.core.drv.Acquire(ctx, s.ns, driver.AcquireRequest{
-		Key: key, Owner: owner, Strategy: st, Entry: entry, Now: now, ExpiresAt: exp,
+	return l.acquire(ctx, op, driver.AcquireRequest{
+		Key: key, Owner: owner, Strategy: st, Entry: entry, Now: now, ExpiresAt: after(now, p.TTL),
 		MaxHolders: p.MaxHolders, QueueMax: p.QueueMax, DropNewest: p.OnFull == DropNewest,
-		EntryExpiresAt: after(now, p.EntryTTL), IdleExpiresAt: after(now, lockIdleRetention),
+		EntryExpiresAt: after(now, entryTTL), IdleExpiresAt: after(now, lockIdleRetention),
+		QueueWhenFull: p.QueueWhenFull,
 	})
+}
+
+func (l *Locks) acquire(ctx context.Context, op string, r driver.AcquireRequest) (AcquireResult, error) {
+	rep, err := l.s.core.drv.Acquire(ctx, l.s.ns, r)
 	if err != nil {
 		return AcquireResult{}, wrap(op, err)
 	}
 	res := AcquireResult{Status: rep.Outcome, Dropped: rep.Dropped}
 	if rep.Outcome == Acquired {
-		res.Lock = Lock{Key: key, Owner: rep.Holder.Owner, Token: rep.Holder.Token, ExpiresAt: rep.Holder.ExpiresAt}
+		res.Lock = Lock{Key: r.Key, Owner: rep.Holder.Owner, Token: rep.Holder.Token, ExpiresAt: rep.Holder.ExpiresAt}
+		res.Next, res.Skipped = rep.Next, rep.Skipped
 	}
 	return res, nil
+}
+
+// TakeOver takes the lock on key for owner if nobody holds it, bringing no
+// entry of its own: a sweeper calls it for what Lapsed lists. When entries
+// wait, the result's Next is the oldest, to handle first (then Handover);
+// when none does, the caller holds an idle lock and should Release it. A
+// held lock answers Busy.
+func (l *Locks) TakeOver(ctx context.Context, key, owner string, ttl time.Duration) (AcquireResult, error) {
+	const op = "Locks.TakeOver"
+	s := l.s
+	if err := s.begin(ctx, op); err != nil {
+		return AcquireResult{}, err
+	}
+	if err := checkKey(op, "lock key", key); err != nil {
+		return AcquireResult{}, err
+	}
+	if err := checkKey(op, "owner", owner); err != nil {
+		return AcquireResult{}, err
+	}
+	if err := checkTTL(op, "lock TTL", ttl, false); err != nil {
+		return AcquireResult{}, err
+	}
+	now := s.now()
+	return l.acquire(ctx, op, driver.AcquireRequest{
+		Key: key, Owner: owner, Strategy: Queue, Now: now, ExpiresAt: after(now, ttl),
+		IdleExpiresAt: after(now, lockIdleRetention), NoEntry: true,
+	})
+}
+
+// Lapsed lists up to limit locks that nobody holds while entries wait for
+// them (their holder died), in key order, for a sweeper to TakeOver.
+func (l *Locks) Lapsed(ctx context.Context, limit int) ([]LockState, error) {
+	const op = "Locks.Lapsed"
+	s := l.s
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	limit, err := checkLimit(op, limit)
+	if err != nil {
+		return nil, err
+	}
+	sts, err := s.core.drv.LapsedLocks(ctx, s.ns, s.now(), limit)
+	return sts, wrap(op, err)
 }
 
 func (l *Locks) checkLock(ctx context.Context, op string, lk Lock) error {
@@ -220,8 +295,22 @@ func (l *Locks) Release(ctx context.Context, lk Lock) ([]Entry, error) {
 		return nil, err
 	}
 	now := l.s.now()
-	es, err := l.s.core.drv.ReleaseLock(ctx, l.s.ns, lk.Key, lk.Token, now, after(now, lockIdleRetention))
+	es, err := l.s.core.drv.ReleaseLock(ctx, l.s.ns, lk.Key, lk.Token, now, after(now, lockIdleRetention), false)
 	return es, wrap(op, err)
+}
+
+// Abandon gives the lock up but leaves the waiting entries queued, for
+// whoever takes the lock next (Acquire hands them over oldest first, and
+// Lapsed lists the lock): what a worker shutting down does. A lapsed or
+// taken-over lock gets ErrNotOwner.
+func (l *Locks) Abandon(ctx context.Context, lk Lock) error {
+	const op = "Locks.Abandon"
+	if err := l.checkLock(ctx, op, lk); err != nil {
+		return err
+	}
+	now := l.s.now()
+	_, err := l.s.core.drv.ReleaseLock(ctx, l.s.ns, lk.Key, lk.Token, now, after(now, lockIdleRetention), true)
+	return wrap(op, err)
 }
 
 // ForceRelease drops every holder of key, whoever owns it, and returns the
@@ -245,7 +334,18 @@ func (l *Locks) ForceRelease(ctx context.Context, key string) ([]Entry, error) {
 // the same owner, or, when nothing waits, releases the lock. No entry can
 // slip in between "nothing waits" and "released" and be stranded.
 func (l *Locks) Handover(ctx context.Context, lk Lock, ttl time.Duration) (HandoverResult, error) {
-	const op = "Locks.Handover"
+	return l.handover(ctx, "Locks.Handover", lk, ttl, false)
+}
+
+// Next takes the next waiting entry, if any, and keeps the lock either way
+// (expiring ttl from now): Held is always true, and Next is nil when nothing
+// waits. A debouncing worker calls it after its quiet period to learn
+// whether a newer message replaced the one it holds.
+func (l *Locks) Next(ctx context.Context, lk Lock, ttl time.Duration) (HandoverResult, error) {
+	return l.handover(ctx, "Locks.Next", lk, ttl, true)
+}
+
+func (l *Locks) handover(ctx context.Context, op string, lk Lock, ttl time.Duration, keep bool) (HandoverResult, error) {
 	if err := l.checkLock(ctx, op, lk); err != nil {
 		return HandoverResult{}, err
 	}
@@ -253,15 +353,15 @@ func (l *Locks) Handover(ctx context.Context, lk Lock, ttl time.Duration) (Hando
 		return HandoverResult{}, err
 	}
 	now := l.s.now()
-	next, h, held, err := l.s.core.drv.HandoverLock(ctx, l.s.ns, lk.Key, lk.Token, now, after(now, ttl), after(now, lockIdleRetention))
+	rep, err := l.s.core.drv.HandoverLock(ctx, l.s.ns, lk.Key, lk.Token, now, after(now, ttl), after(now, lockIdleRetention), keep)
 	if err != nil {
 		return HandoverResult{}, wrap(op, err)
 	}
-	if !held {
+	if !rep.Held {
 		return HandoverResult{}, nil
 	}
-	lk.ExpiresAt = h.ExpiresAt
-	return HandoverResult{Held: true, Next: next, Lock: lk}, nil
+	lk.ExpiresAt = rep.Holder.ExpiresAt
+	return HandoverResult{Held: true, Next: rep.Next, Lock: lk, Skipped: rep.Skipped}, nil
 }
 
 // Inspect returns the lock on key as stored: live holders, waiting entries
@@ -290,78 +390,106 @@ func (l *Locks) Inspect(ctx context.Context, key string) (LockState, error) {
 var ErrLockLost = fmt.Errorf("%w: lock lost", ErrNotOwner)
 
 // Heartbeat keeps a lock alive while a handler runs.
-type Heartbeat struct {
-	mu     sync.Mutex
-	lock   Lock
-	err    error
-	cancel context.CancelCauseFunc
-	stop   chan struct{}
-	done   chan struct{}
-}
+type Heartbeat struct{ k *keeper[Lock] }
 
 // Heartbeat renews lk to ttl from now every ttl/3 until Stop, and returns a
 // context derived from ctx that is cancelled, with cause ErrLockLost, as soon
 // as the lock is known lost — so a long handler never goes on silently after
 // losing its lock. Run the handler under the returned context.
 func (l *Locks) Heartbeat(ctx context.Context, lk Lock, ttl time.Duration) (context.Context, *Heartbeat) {
-	hctx, cancel := context.WithCancelCause(ctx)
-	hb := &Heartbeat{lock: lk, cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
-	if err := checkTTL("Locks.Heartbeat", "ttl", ttl, false); err != nil {
-		hb.err = err
-		cancel(err)
-		close(hb.done)
-		return hctx, hb
+	const op = "Locks.Heartbeat"
+	err := l.checkLock(ctx, op, lk)
+	if err == nil {
+		err = checkTTL(op, "ttl", ttl, false)
 	}
-	go hb.run(hctx, l, ttl)
-	return hctx, hb
+	hctx, k := startKeeper(ctx, err, lk, lk.ExpiresAt, ttl, ErrLockLost, func(ctx context.Context, cur Lock) (Lock, time.Time, error) {
+		next, err := l.Extend(ctx, cur, ttl)
+		return next, next.ExpiresAt, err
+	}, l.s.now)
+	return hctx, &Heartbeat{k}
 }
 
-func (hb *Heartbeat) run(ctx context.Context, l *Locks, ttl time.Duration) {
-	defer close(hb.done)
+// Stop ends the renewals and returns the lock as last renewed, or the error
+// that ended them (wrapping ErrLockLost when the lock was lost, or
+// ErrInvalidArgument when the lock or ttl was refused at the start).
+func (hb *Heartbeat) Stop() (Lock, error) { return hb.k.stop() }
+
+// keeper renews something (a lock, a claim) in the background until stopped,
+// cancelling the context it hands out as soon as the thing is known lost.
+type keeper[T any] struct {
+	mu     sync.Mutex
+	cur    T
+	until  time.Time // when cur lapses unless renewed
+	err    error
+	cancel context.CancelCauseFunc
+	stopc  chan struct{}
+	done   chan struct{}
+}
+
+// startKeeper starts renewing cur (which lapses at until) every ttl/3 with
+// renew. A refused start (err set, or a nil ctx) returns a cancelled context
+// and a keeper that reports err.
+func startKeeper[T any](ctx context.Context, err error, cur T, until time.Time, ttl time.Duration, lost error,
+	renew func(context.Context, T) (T, time.Time, error), now func() time.Time) (context.Context, *keeper[T]) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	hctx, cancel := context.WithCancelCause(ctx)
+	k := &keeper[T]{cur: cur, until: until, cancel: cancel, stopc: make(chan struct{}), done: make(chan struct{})}
+	if err != nil {
+		k.err = err
+		cancel(err)
+		close(k.done)
+		return hctx, k
+	}
+	go k.run(hctx, ttl, lost, renew, now)
+	return hctx, k
+}
+
+func (k *keeper[T]) run(ctx context.Context, ttl time.Duration, lost error, renew func(context.Context, T) (T, time.Time, error), now func() time.Time) {
+	defer close(k.done)
 	t := time.NewTicker(max(ttl/3, time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
-		case <-hb.stop:
+		case <-k.stopc:
 			return
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		hb.mu.Lock()
-		cur := hb.lock
-		hb.mu.Unlock()
+		k.mu.Lock()
+		cur, until := k.cur, k.until
+		k.mu.Unlock()
 		rctx, cancel := context.WithTimeout(ctx, ttl/3+time.Millisecond)
-		next, err := l.Extend(rctx, cur, ttl)
+		next, nextUntil, err := renew(rctx, cur)
 		cancel()
-		hb.mu.Lock()
+		k.mu.Lock()
 		switch {
 		case err == nil:
-			hb.lock = next
-		case errors.Is(err, ErrNotOwner) || !l.s.now().Before(cur.ExpiresAt):
+			k.cur, k.until = next, nextUntil
+		case errors.Is(err, ErrNotOwner) || !now().Before(until):
 			// Lost for sure, or a transient error lasted past the expiry.
-			hb.err = fmt.Errorf("%w: %v", ErrLockLost, err)
-			hb.mu.Unlock()
-			hb.cancel(ErrLockLost)
+			k.err = fmt.Errorf("%w: %v", lost, err)
+			k.mu.Unlock()
+			k.cancel(lost)
 			return
 		}
-		hb.mu.Unlock()
+		k.mu.Unlock()
 	}
 }
 
-// Stop ends the renewals and returns the lock as last renewed, or the error
-// that ended them (wrapping ErrLockLost when the lock was lost).
-func (hb *Heartbeat) Stop() (Lock, error) {
-	hb.mu.Lock()
+func (k *keeper[T]) stop() (T, error) {
+	k.mu.Lock()
 	select {
-	case <-hb.stop:
+	case <-k.stopc:
 	default:
-		close(hb.stop)
+		close(k.stopc)
 	}
-	hb.mu.Unlock()
-	<-hb.done
-	hb.cancel(nil)
-	hb.mu.Lock()
-	defer hb.mu.Unlock()
-	return hb.lock, hb.err
+	k.mu.Unlock()
+	<-k.done
+	k.cancel(nil)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.cur, k.err
 }

@@ -18,6 +18,13 @@ const (
 	DefaultAlertRetention = 30 * 24 * time.Hour
 	// DefaultIssueRetention is how long closed issues are kept.
 	DefaultIssueRetention = 180 * 24 * time.Hour
+	// DefaultMaxAttempts is how many times an event may be claimed before
+	// the next takeover parks it as failed (WithMaxAttempts).
+	DefaultMaxAttempts = 5
+	// DefaultEntryTTL is how long a queued or debounced lock entry waits
+	// before it lapses, when LockPolicy.EntryTTL is zero. A chat message not
+	// answered within the hour is rarely worth answering.
+	DefaultEntryTTL = time.Hour
 	// lockIdleRetention is how long a lock with no holder and no entry keeps
 	// its fencing counter before the clock floor of driver.NextFence takes over.
 	lockIdleRetention = time.Minute
@@ -35,6 +42,7 @@ type config struct {
 	alertRetention time.Duration
 	issueRetention time.Duration
 	sweepInterval  time.Duration
+	maxAttempts    int
 	errs           []error
 }
 
@@ -45,6 +53,7 @@ func defaultConfig() config {
 		maxValueSize:   DefaultMaxValueSize,
 		alertRetention: DefaultAlertRetention,
 		issueRetention: DefaultIssueRetention,
+		maxAttempts:    DefaultMaxAttempts,
 	}
 }
 
@@ -144,5 +153,19 @@ func WithSweepInterval(d time.Duration) Option {
 		if c.checkDuration("sweep interval", d, true) {
 			c.sweepInterval = d
 		}
+	}
+}
+
+// WithMaxAttempts sets how many times an event may be claimed (the first
+// claim, takeovers of lapsed claims and claims of released events; not
+// TakeOver handovers nor claims given back with Defer) before it is parked as
+// failed instead: default 5, zero for no limit.
+func WithMaxAttempts(n int) Option {
+	return func(c *config) {
+		if n < 0 || n > 1<<20 {
+			c.errs = append(c.errs, invalid("Open", "max attempts %d out of range [0, %d]", n, 1<<20))
+			return
+		}
+		c.maxAttempts = n
 	}
 }

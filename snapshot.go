@@ -11,6 +11,7 @@ import (
 	"io"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/botstate/botstate/driver"
 )
@@ -100,7 +101,7 @@ func compareRecords(a, b Record) int {
 // canonicalRecord puts a record in the one form a snapshot holds: UTC
 // times, canonical JSON data, no empty slices.
 func canonicalRecord(r *Record) error {
-	for _, t := range []*time.Time{&r.CreatedAt, &r.UpdatedAt, &r.LeaseUntil, &r.ExpiresAt} {
+	for _, t := range []*time.Time{&r.CreatedAt, &r.UpdatedAt, &r.LeaseUntil, &r.RetryAt, &r.ExpiresAt} {
 		*t = utcOrZero(*t)
 	}
 	// An alert's timestamp is the caller's, kept to the nanosecond.
@@ -129,18 +130,32 @@ func canonicalRecord(r *Record) error {
 	for i := range r.Holders {
 		h := &r.Holders[i]
 		h.AcquiredAt, h.ExpiresAt = utcOrZero(h.AcquiredAt), utcOrZero(h.ExpiresAt)
+		if h.Entry != nil {
+			e := *h.Entry
+			canonicalEntry(&e)
+			h.Entry = &e
+		}
 	}
 	if len(r.Pending) == 0 {
 		r.Pending = nil
 	}
 	for i := range r.Pending {
-		e := &r.Pending[i]
-		e.EnqueuedAt, e.ExpiresAt = utcOrZero(e.EnqueuedAt), utcOrZero(e.ExpiresAt)
-		if len(e.Payload) == 0 {
-			e.Payload = nil
-		}
+		canonicalEntry(&r.Pending[i])
+	}
+	if len(r.Skipped) == 0 {
+		r.Skipped = nil
+	}
+	for i := range r.Skipped {
+		canonicalEntry(&r.Skipped[i])
 	}
 	return nil
+}
+
+func canonicalEntry(e *Entry) {
+	e.EnqueuedAt, e.ExpiresAt = utcOrZero(e.EnqueuedAt), utcOrZero(e.ExpiresAt)
+	if len(e.Payload) == 0 {
+		e.Payload = nil
+	}
 }
 
 // utcOrZero puts a time the store computed in its canonical form: UTC, to
@@ -290,6 +305,8 @@ func (s *Store) checkRecord(r *Record) error {
 				err = fmt.Errorf("unknown event status %q", r.Status)
 			} else if r.Status == "claimed" && (r.Token == "" || r.LeaseUntil.IsZero()) {
 				err = errors.New("claimed event without token or lease")
+			} else if len(r.LastError) > MaxReasonLen || !utf8.ValidString(r.LastError) {
+				err = fmt.Errorf("last error over %d bytes or not UTF-8", MaxReasonLen)
 			} else if err = s.checkSize(op, "payload", r.Payload); err == nil {
 				err = s.checkSize(op, "result", r.Result)
 			}
@@ -328,6 +345,9 @@ func (s *Store) checkRecord(r *Record) error {
 				if err = checkKey(op, "owner", h.Owner); err != nil {
 					break
 				}
+			}
+			if err == nil && len(r.Skipped) > driver.MaxSkipped {
+				err = fmt.Errorf("%d skipped entries, over %d", len(r.Skipped), driver.MaxSkipped)
 			}
 		}
 	case driver.KindAlert:

@@ -72,6 +72,9 @@ const (
 	EventReleased EventStatus = 3
 	// EventCompleted: done, with Result.
 	EventCompleted EventStatus = 4
+	// EventFailed: parked after its last allowed attempt, or failed on
+	// purpose; kept and listed, never claimed again until RetryEvent.
+	EventFailed EventStatus = 5
 )
 
 // Event is a remembered event key.
@@ -81,10 +84,14 @@ type Event struct {
 	Payload    []byte // the first payload ever given for the key
 	Result     []byte // set by Complete
 	Token      string // current claim token; empty unless claimed
-	Attempts   int    // number of successful claims
+	Attempts   int    // number of claims that were attempts (see ReleaseRequest.Defer)
+	LastError  string // why it was last released or failed
 	CreatedAt  time.Time
 	LeaseUntil time.Time // lease end while claimed
-	ExpiresAt  time.Time // retention end
+	// RetryAt is when a released event becomes due again: a Claim before
+	// it answers ClaimInProgress. Zero means at once.
+	RetryAt   time.Time
+	ExpiresAt time.Time // retention end
 }
 
 // EventWrite carries what every inserting event call needs.
@@ -110,9 +117,19 @@ type ClaimRequest struct {
 	Token      string
 	MintToken  func() string
 	LeaseUntil time.Time
-	// Existing makes the call a Reclaim: it never inserts; an absent key
-	// returns ErrNotFound.
+	// Existing makes the call a Reclaim: it never inserts (an absent key
+	// returns ErrNotFound), and it takes a released event whatever its
+	// RetryAt, where a plain Claim waits for it.
 	Existing bool
+	// Holder, with Existing, makes the call a TakeOver: when the stored
+	// event is EventClaimed with this token, live or lapsed, the claim
+	// passes to the request's token with Attempts unchanged (a handover is
+	// not a new attempt). Otherwise the Reclaim rules apply.
+	Holder string
+	// MaxAttempts: a takeover of a released or lapsed event whose Attempts
+	// already reached MaxAttempts parks it as EventFailed instead, and
+	// answers ClaimFailed. Zero means no limit.
+	MaxAttempts int
 }
 
 // LazyTokens is implemented by backends that mint claim tokens only when a
@@ -135,12 +152,19 @@ const (
 	ClaimInProgress ClaimOutcome = 2
 	// ClaimCompleted: done already; Event.Result holds the result.
 	ClaimCompleted ClaimOutcome = 3
+	// ClaimFailed: the event is EventFailed (before the call, or parked by
+	// it for MaxAttempts); Event.LastError says why.
+	ClaimFailed ClaimOutcome = 4
 )
 
+// MaxAttemptsReason is the LastError of an event parked by a takeover for
+// reaching ClaimRequest.MaxAttempts, when it had no error of its own.
+const MaxAttemptsReason = "attempts exhausted"
+
 // ClaimReply is the outcome and the event as it stands after the call. The
-// portable layer reads only Event.Attempts, Event.Result when completed, and
-// Event.Token when acquired by a LazyTokens backend, so a backend may leave
-// the other fields of Event empty.
+// portable layer reads only Event.Attempts, Event.Result when completed,
+// Event.LastError when failed, and Event.Token when acquired by a LazyTokens
+// backend, so a backend may leave the other fields of Event empty.
 type ClaimReply struct {
 	Outcome ClaimOutcome
 	Event   Event
@@ -165,15 +189,54 @@ type Events interface {
 	// lease nobody took over still counts); otherwise ErrNotOwner and nothing
 	// changes.
 	CompleteEvent(ctx context.Context, ns, key, token string, result []byte, now, expiresAt time.Time) error
-	// ReleaseEvent returns a claimed key to EventReleased, fenced like
-	// CompleteEvent.
-	ReleaseEvent(ctx context.Context, ns, key, token string, now time.Time) error
+	// ExtendEvent moves a claim's lease end to leaseUntil and its retention
+	// end to expiresAt. The key must be EventClaimed with this token (a
+	// lapsed lease nobody took over still counts); otherwise ErrNotOwner and
+	// nothing changes.
+	ExtendEvent(ctx context.Context, ns, key, token string, now, leaseUntil, expiresAt time.Time) error
+	// ReleaseEvent gives a claim back as EventReleased or parks it as
+	// EventFailed, fenced like CompleteEvent; see ReleaseRequest.
+	ReleaseEvent(ctx context.Context, ns string, r ReleaseRequest) error
+	// RetryEvent makes an EventFailed key EventReleased, due at once, with
+	// Attempts 0 and LastError kept, retained until expiresAt. An absent key
+	// is ErrNotFound; any other status is ErrConflict and changes nothing.
+	RetryEvent(ctx context.Context, ns, key string, now, expiresAt time.Time) error
 	// ExpiredEvents lists up to limit claimed events whose lease ended at or
 	// before now, oldest CreatedAt first (ties by key).
 	ExpiredEvents(ctx context.Context, ns string, now time.Time, limit int) ([]Event, error)
-	// PendingEvents lists up to limit events that are not completed, oldest
-	// CreatedAt first (ties by key).
+	// DueEvents lists up to limit events a re-driver should take over now:
+	// claimed ones whose lease ended at or before now and released ones
+	// whose RetryAt is at or before now, oldest CreatedAt first (ties by key).
+	DueEvents(ctx context.Context, ns string, now time.Time, limit int) ([]Event, error)
+	// FailedEvents lists up to limit EventFailed events, oldest CreatedAt
+	// first (ties by key).
+	FailedEvents(ctx context.Context, ns string, now time.Time, limit int) ([]Event, error)
+	// PendingEvents lists up to limit events that are neither completed nor
+	// failed, oldest CreatedAt first (ties by key).
 	PendingEvents(ctx context.Context, ns string, now time.Time, limit int) ([]Event, error)
+}
+
+// ReleaseRequest is a ReleaseEvent call. The stored event must be
+// EventClaimed with Token (lapsed or not); otherwise ErrNotOwner and nothing
+// changes. Token and LeaseUntil are cleared and LastError becomes Reason.
+type ReleaseRequest struct {
+	Key   string
+	Token string
+	Now   time.Time
+	// RetryAt is when the released event becomes due; zero means at once.
+	RetryAt time.Time
+	// ExpiresAt is the event's new retention end.
+	ExpiresAt time.Time
+	// Reason is stored as LastError.
+	Reason string
+	// Fail parks the event as EventFailed (RetryAt cleared).
+	Fail bool
+	// MaxAttempts parks it as EventFailed when Attempts is at least
+	// MaxAttempts (zero: no limit). Ignored with Defer.
+	MaxAttempts int
+	// Defer says the claim was not an attempt (the caller queued the event
+	// instead of handling it): Attempts goes down by one, never below zero.
+	Defer bool
 }
 
 // ---- Conversations -----------------------------------------------------------
@@ -300,6 +363,21 @@ const (
 	Concurrent Strategy = 4
 )
 
+// String returns the strategy's name: reject, queue, debounce, concurrent.
+func (s Strategy) String() string {
+	switch s {
+	case Reject:
+		return "reject"
+	case Queue:
+		return "queue"
+	case Debounce:
+		return "debounce"
+	case Concurrent:
+		return "concurrent"
+	}
+	return "invalid"
+}
+
 // Entry is a pending message waiting on a lock.
 type Entry struct {
 	Payload    []byte    `json:"payload,omitempty"`
@@ -313,6 +391,10 @@ type Holder struct {
 	Token      uint64    `json:"token"`
 	AcquiredAt time.Time `json:"acquired_at"`
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	// Entry is the entry the holder is handling: its own from Acquire, or
+	// the one Acquire or Handover gave it. When the holder lapses, a live
+	// Entry goes back to the front of the queue.
+	Entry *Entry `json:"entry,omitempty"`
 }
 
 // LockState is a lock as stored: live holders, live pending entries, and the
@@ -321,10 +403,18 @@ type LockState struct {
 	Key     string
 	Holders []Holder
 	Pending []Entry
+	// Skipped holds, oldest first and at most MaxSkipped, the entries that
+	// left the queue without being given to a holder: dropped by a full
+	// queue, refused by drop-newest, replaced by a debounce, or lapsed.
+	// The next holder given an entry receives them, and they are cleared.
+	Skipped []Entry
 	Fence   uint64
 	// ExpiresAt is when an idle record (no holder, no entry) may be dropped.
 	ExpiresAt time.Time
 }
+
+// MaxSkipped is the most skipped entries a lock record keeps.
+const MaxSkipped = 100
 
 // AcquireRequest is one Acquire call.
 type AcquireRequest struct {
@@ -347,6 +437,13 @@ type AcquireRequest struct {
 	// IdleExpiresAt is how long a record with no holder and no entry keeps
 	// its fence after this call's changes; see NextFence.
 	IdleExpiresAt time.Time
+	// NoEntry makes the call a TakeOver: the caller brings no entry of its
+	// own; it is granted a free lock (with the oldest pending entry as
+	// Next, if any) and answered Busy when the lock is held.
+	NoEntry bool
+	// QueueWhenFull makes Concurrent queue the entry, as Queue does, when
+	// MaxHolders hold the lock, instead of answering Busy.
+	QueueWhenFull bool
 }
 
 // AcquireOutcome is what Acquire did.
@@ -360,39 +457,82 @@ const (
 	Busy      AcquireOutcome = 4
 )
 
+// String returns the outcome's name: acquired, queued, debounced, busy.
+func (o AcquireOutcome) String() string {
+	switch o {
+	case Acquired:
+		return "acquired"
+	case Queued:
+		return "queued"
+	case Debounced:
+		return "debounced"
+	case Busy:
+		return "busy"
+	}
+	return "invalid"
+}
+
 // AcquireReply is the outcome, the new holder when Acquired, and the entries
-// dropped to make room (drop-oldest) or replaced (debounce).
+// dropped to make room (drop-oldest) or replaced (debounce) by this call.
 type AcquireReply struct {
 	Outcome AcquireOutcome
 	Holder  Holder
 	Dropped []Entry
+	// Next, when Acquired, is a pending entry the new holder must handle
+	// first (the lock was free with entries waiting; the caller's own entry
+	// joined the back of the queue).
+	Next *Entry
+	// Skipped, when Acquired, are the lock's skipped entries, now cleared.
+	Skipped []Entry
+}
+
+// HandoverReply is the outcome of HandoverLock.
+type HandoverReply struct {
+	// Held reports that the caller still holds the lock.
+	Held bool
+	// Next is the entry popped for the caller, if any.
+	Next   *Entry
+	Holder Holder
+	// Skipped, when Held, are the lock's skipped entries, now cleared.
+	Skipped []Entry
 }
 
 // Locks is per-key mutual exclusion with pending entries.
 //
-// A holder whose ExpiresAt is at or before now is gone: it no longer counts
-// as holding, and its own Extend, Release and Handover get ErrNotOwner. Lapsed
-// pending entries are dropped. Acquiring a free lock never touches the
-// pending entries: they wait for the holder's Release or Handover.
+// The rules are those of PruneLock and the Apply functions in logic.go, which
+// every backend follows: a holder whose ExpiresAt is at or before now is
+// gone (its own Extend, Release and Handover get ErrNotOwner) and its live
+// entry returns to the front of the queue; lapsed pending entries move to
+// Skipped; whoever is granted a lock with entries waiting handles the
+// oldest first.
 type Locks interface {
-	// Acquire applies the request's strategy atomically. A new holder's
-	// token is NextFence(stored fence, now).
+	// Acquire applies the request's strategy atomically (ApplyAcquire). A
+	// new holder's token is NextFence(stored fence, now).
 	Acquire(ctx context.Context, ns string, r AcquireRequest) (AcquireReply, error)
 	// ExtendLock moves the live holder's lease end to expiresAt.
 	ExtendLock(ctx context.Context, ns, key string, token uint64, now, expiresAt time.Time) (Holder, error)
 	// ReleaseLock removes the live holder with token and, when no holder
-	// remains, removes and returns every live pending entry in arrival order.
-	ReleaseLock(ctx context.Context, ns, key string, token uint64, now, idleExpiresAt time.Time) ([]Entry, error)
+	// remains and keepPending is false, removes and returns every live
+	// pending entry in arrival order. With keepPending the entries stay
+	// queued for whoever takes the lock next (ApplyRelease).
+	ReleaseLock(ctx context.Context, ns, key string, token uint64, now, idleExpiresAt time.Time, keepPending bool) ([]Entry, error)
 	// ForceReleaseLock removes every holder and returns every live pending
 	// entry in arrival order; absent is not an error.
 	ForceReleaseLock(ctx context.Context, ns, key string, now, idleExpiresAt time.Time) ([]Entry, error)
 	// HandoverLock, for the live holder with token: if an entry is pending,
-	// pops the oldest, moves the lease end to expiresAt and returns it with
-	// held true; otherwise releases the lock and returns held false. Both in
-	// one atomic step, so no entry can arrive in between and be stranded.
-	HandoverLock(ctx context.Context, ns, key string, token uint64, now, expiresAt, idleExpiresAt time.Time) (next *Entry, h Holder, held bool, err error)
-	// InspectLock returns the lock as stored, or false when there is no record.
+	// pops the oldest, makes it the holder's Entry, moves the lease end to
+	// expiresAt and returns it with Held true; otherwise releases the lock
+	// (Held false) or, with keep, only moves the lease end (Held true, Next
+	// nil). In one atomic step, so no entry can arrive in between and be
+	// stranded (ApplyHandover).
+	HandoverLock(ctx context.Context, ns, key string, token uint64, now, expiresAt, idleExpiresAt time.Time, keep bool) (HandoverReply, error)
+	// InspectLock returns the lock as stored (pruned at now), or false when
+	// there is no record.
 	InspectLock(ctx context.Context, ns, key string, now time.Time) (LockState, bool, error)
+	// LapsedLocks lists up to limit locks with no live holder and at least
+	// one live pending entry (after PruneLock at now, so a lapsed holder's
+	// entry counts), in key order, so a sweeper can take them over.
+	LapsedLocks(ctx context.Context, ns string, now time.Time, limit int) ([]LockState, error)
 }
 
 // NextFence is the fencing token for a new holder: one more than the highest

@@ -34,14 +34,14 @@ var Kinds = []Kind{
 // Record is one item of any domain, as a snapshot line holds it. Which fields
 // a kind uses:
 //
-//   - event: Key, Status, Payload, Result, Token, Attempts, CreatedAt,
-//     LeaseUntil, ExpiresAt
+//   - event: Key, Status, Payload, Result, Token, Attempts, LastError,
+//     CreatedAt, LeaseUntil, RetryAt, ExpiresAt
 //   - conversation: Key, Flow, State, Data, Version, UpdatedAt, ExpiresAt
 //   - subscription: Key (the thread), CreatedAt, ExpiresAt
 //   - thread_state, channel_state: Key (the id), Data, UpdatedAt, ExpiresAt
 //   - cache_value: Key, Payload, ExpiresAt
 //   - cache_list: Key, Values, ExpiresAt
-//   - lock: Key, Holders, Pending, Fence, ExpiresAt
+//   - lock: Key, Holders, Pending, Skipped, Fence, ExpiresAt
 //   - alert: Channel, Key (unique id), Timestamp, Body, ExpiresAt
 //   - issue: Channel, Key (unique id), CorrelationID, PostID, Open, Body,
 //     ExpiresAt
@@ -63,9 +63,11 @@ type Record struct {
 	Result        []byte          `json:"result,omitempty"`
 	Token         string          `json:"token,omitempty"`
 	Attempts      int             `json:"attempts,omitempty"`
+	LastError     string          `json:"last_error,omitempty"`
 	Values        [][]byte        `json:"values,omitempty"`
 	Holders       []Holder        `json:"holders,omitempty"`
 	Pending       []Entry         `json:"pending,omitempty"`
+	Skipped       []Entry         `json:"skipped,omitempty"`
 	Fence         uint64          `json:"fence,omitempty"`
 	CorrelationID string          `json:"correlation_id,omitempty"`
 	PostID        string          `json:"post_id,omitempty"`
@@ -75,6 +77,7 @@ type Record struct {
 	CreatedAt     time.Time       `json:"created_at,omitzero"`
 	UpdatedAt     time.Time       `json:"updated_at,omitzero"`
 	LeaseUntil    time.Time       `json:"lease_until,omitzero"`
+	RetryAt       time.Time       `json:"retry_at,omitzero"`
 	ExpiresAt     time.Time       `json:"expires_at,omitzero"`
 }
 
@@ -84,6 +87,7 @@ var eventStatusNames = map[EventStatus]string{
 	EventClaimed:   "claimed",
 	EventReleased:  "released",
 	EventCompleted: "completed",
+	EventFailed:    "failed",
 }
 
 // String returns the status's snapshot name.
@@ -107,8 +111,8 @@ func ParseEventStatus(name string) (EventStatus, bool) {
 // EventRecord converts an event to its snapshot record.
 func EventRecord(ns string, e Event) Record {
 	return Record{Kind: KindEvent, NS: ns, Key: e.Key, Status: e.Status.String(),
-		Payload: e.Payload, Result: e.Result, Token: e.Token, Attempts: e.Attempts,
-		CreatedAt: e.CreatedAt, LeaseUntil: e.LeaseUntil, ExpiresAt: e.ExpiresAt}
+		Payload: e.Payload, Result: e.Result, Token: e.Token, Attempts: e.Attempts, LastError: e.LastError,
+		CreatedAt: e.CreatedAt, LeaseUntil: e.LeaseUntil, RetryAt: e.RetryAt, ExpiresAt: e.ExpiresAt}
 }
 
 // Event converts an event record back; ok is false for another kind.
@@ -118,7 +122,8 @@ func (r *Record) Event() (Event, bool) {
 		return Event{}, false
 	}
 	return Event{Key: r.Key, Status: st, Payload: r.Payload, Result: r.Result, Token: r.Token,
-		Attempts: r.Attempts, CreatedAt: r.CreatedAt, LeaseUntil: r.LeaseUntil, ExpiresAt: r.ExpiresAt}, true
+		Attempts: r.Attempts, LastError: r.LastError, CreatedAt: r.CreatedAt, LeaseUntil: r.LeaseUntil,
+		RetryAt: r.RetryAt, ExpiresAt: r.ExpiresAt}, true
 }
 
 // ConversationRecord converts a conversation to its snapshot record.
@@ -144,7 +149,13 @@ func DocKind(s Scope) Kind {
 // LockRecord converts a lock to its snapshot record.
 func LockRecord(ns string, l LockState) Record {
 	return Record{Kind: KindLock, NS: ns, Key: l.Key, Holders: l.Holders, Pending: l.Pending,
-		Fence: l.Fence, ExpiresAt: l.ExpiresAt}
+		Skipped: l.Skipped, Fence: l.Fence, ExpiresAt: l.ExpiresAt}
+}
+
+// Lock converts a lock record back.
+func (r *Record) Lock() LockState {
+	return LockState{Key: r.Key, Holders: r.Holders, Pending: r.Pending, Skipped: r.Skipped,
+		Fence: r.Fence, ExpiresAt: r.ExpiresAt}
 }
 
 // IssueRecordOf converts an issue to its snapshot record.

@@ -215,7 +215,8 @@ var lockModel = porcupine.Model{
 
 func init() {
 	add("Linearizability",
-		tc("EventHistoriesAreLinearizable", func(e *env) {
+		// No attempt limit: the model is the claim protocol alone.
+		tco("EventHistoriesAreLinearizable", []botstate.Option{botstate.WithMaxAttempts(0)}, func(e *env) {
 			ctx, ev := ctxT(e.t), e.st.Events()
 			rec := &recorder{start: time.Now()}
 			race(6, func(client int) {

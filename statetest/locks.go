@@ -177,9 +177,10 @@ func init() {
 			isErr(e.t, err, botstate.ErrNotOwner, "release by lapsed holder")
 			_, err = l.Handover(ctx, old.Lock, time.Minute)
 			isErr(e.t, err, botstate.ErrNotOwner, "handover by lapsed holder")
+			truth(e.t, nw.Next != nil && string(nw.Next.Payload) == "queued", "the new holder gets the waiting entry first: %+v", nw.Next)
 			pending, err := l.Release(ctx, nw.Lock)
 			ok(e.t, err, "release by new holder")
-			eq(e.t, entries(pending), []string{"queued"}, "entries survive the lapse for the next holder")
+			eq(e.t, entries(pending), []string{"own"}, "the new holder's own entry joined the back of the queue")
 		}),
 		tc("ExtendKeepsTheLock", func(e *env) {
 			ctx, l := ctxT(e.t), e.st.Locks()

@@ -191,7 +191,8 @@ func (d *Driver) ClaimEvent(_ context.Context, ns string, r driver.ClaimRequest)
 			seq = d.insertEvent(s, k, &stored, r.Limit)
 		}
 	}
-	rep.Event = driver.Event{Key: r.Key, Status: rep.Event.Status, Attempts: rep.Event.Attempts, Token: rep.Event.Token}
+	rep.Event = driver.Event{Key: r.Key, Status: rep.Event.Status, Attempts: rep.Event.Attempts,
+		Token: rep.Event.Token, LastError: rep.Event.LastError}
 	if rep.Outcome == driver.ClaimCompleted {
 		rep.Event.Result = driver.Clone(cur.Result)
 	}
@@ -202,7 +203,9 @@ func (d *Driver) ClaimEvent(_ context.Context, ns string, r driver.ClaimRequest)
 	return rep, err
 }
 
-func (d *Driver) finish(ns, key, token string, complete bool, result []byte, now, expiresAt time.Time) error {
+// update applies fn to the live event under its shard lock and stores the
+// result, or returns fn's error and changes nothing.
+func (d *Driver) update(ns, key string, now time.Time, fn func(cur driver.Event, found bool) (driver.Event, error)) error {
 	if err := d.check(); err != nil {
 		return err
 	}
@@ -214,9 +217,12 @@ func (d *Driver) finish(ns, key, token string, complete bool, result []byte, now
 	if found {
 		curv = *cur
 	}
-	next, err := driver.ApplyFinish(curv, found, token, complete, result, expiresAt)
+	next, err := fn(curv, found)
 	if err != nil {
 		return err
+	}
+	if !found {
+		return driver.ErrNotFound // every rule refuses an absent event; never reached
 	}
 	*cur = next
 	return nil
@@ -224,12 +230,30 @@ func (d *Driver) finish(ns, key, token string, complete bool, result []byte, now
 
 // CompleteEvent implements driver.Events.
 func (d *Driver) CompleteEvent(_ context.Context, ns, key, token string, result []byte, now, expiresAt time.Time) error {
-	return d.finish(ns, key, token, true, result, now, expiresAt)
+	return d.update(ns, key, now, func(cur driver.Event, found bool) (driver.Event, error) {
+		return driver.ApplyComplete(cur, found, token, result, expiresAt)
+	})
+}
+
+// ExtendEvent implements driver.Events.
+func (d *Driver) ExtendEvent(_ context.Context, ns, key, token string, now, leaseUntil, expiresAt time.Time) error {
+	return d.update(ns, key, now, func(cur driver.Event, found bool) (driver.Event, error) {
+		return driver.ApplyExtendEvent(cur, found, token, leaseUntil, expiresAt)
+	})
 }
 
 // ReleaseEvent implements driver.Events.
-func (d *Driver) ReleaseEvent(_ context.Context, ns, key, token string, now time.Time) error {
-	return d.finish(ns, key, token, false, nil, now, time.Time{})
+func (d *Driver) ReleaseEvent(_ context.Context, ns string, r driver.ReleaseRequest) error {
+	return d.update(ns, r.Key, r.Now, func(cur driver.Event, found bool) (driver.Event, error) {
+		return driver.ApplyReleaseEvent(cur, found, r)
+	})
+}
+
+// RetryEvent implements driver.Events.
+func (d *Driver) RetryEvent(_ context.Context, ns, key string, now, expiresAt time.Time) error {
+	return d.update(ns, key, now, func(cur driver.Event, found bool) (driver.Event, error) {
+		return driver.ApplyRetryEvent(cur, found, expiresAt)
+	})
 }
 
 // scanEvents returns, oldest first, up to limit live events of ns that keep
@@ -271,12 +295,26 @@ func (d *Driver) ExpiredEvents(_ context.Context, ns string, now time.Time, limi
 	}), nil
 }
 
+// DueEvents implements driver.Events.
+func (d *Driver) DueEvents(_ context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	if err := d.check(); err != nil {
+		return nil, err
+	}
+	return d.scanEvents(ns, now, limit, func(e *driver.Event) bool { return driver.EventDue(e, now) }), nil
+}
+
+// FailedEvents implements driver.Events.
+func (d *Driver) FailedEvents(_ context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	if err := d.check(); err != nil {
+		return nil, err
+	}
+	return d.scanEvents(ns, now, limit, func(e *driver.Event) bool { return e.Status == driver.EventFailed }), nil
+}
+
 // PendingEvents implements driver.Events.
 func (d *Driver) PendingEvents(_ context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	return d.scanEvents(ns, now, limit, func(e *driver.Event) bool {
-		return e.Status != driver.EventCompleted
-	}), nil
+	return d.scanEvents(ns, now, limit, driver.EventPending), nil
 }

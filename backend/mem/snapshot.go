@@ -159,7 +159,8 @@ func (d *Driver) Import(_ context.Context, recs []driver.Record) error {
 			}
 			s.lists[k] = &list{vals: vals, expires: r.ExpiresAt}
 		case driver.KindLock:
-			st := copyLock(&driver.LockState{Key: r.Key, Holders: r.Holders, Pending: r.Pending, Fence: r.Fence, ExpiresAt: r.ExpiresAt})
+			st := r.Lock()
+			st = copyLock(&st)
 			s.locks[k] = &st
 		}
 		s.mu.Unlock()

@@ -344,14 +344,42 @@ func (d *Driver) ListRange(_ context.Context, ns, key string, now time.Time) ([]
 
 // ---- locks ----
 
+func copyEntry(e *driver.Entry) *driver.Entry {
+	if e == nil {
+		return nil
+	}
+	c := *e
+	c.Payload = driver.Clone(e.Payload)
+	return &c
+}
+
+func copyEntries(es []driver.Entry) []driver.Entry {
+	if es == nil {
+		return nil
+	}
+	out := make([]driver.Entry, len(es))
+	for i := range es {
+		out[i] = *copyEntry(&es[i])
+	}
+	return out
+}
+
+func copyHolder(h driver.Holder) driver.Holder {
+	h.Entry = copyEntry(h.Entry)
+	return h
+}
+
 func copyLock(l *driver.LockState) driver.LockState {
 	out := *l
-	out.Holders = slices.Clone(l.Holders)
-	out.Pending = make([]driver.Entry, len(l.Pending))
-	for i, e := range l.Pending {
-		out.Pending[i] = e
-		out.Pending[i].Payload = driver.Clone(e.Payload)
+	out.Holders = make([]driver.Holder, len(l.Holders))
+	for i, h := range l.Holders {
+		out.Holders[i] = copyHolder(h)
 	}
+	out.Pending = copyEntries(l.Pending)
+	if out.Pending == nil {
+		out.Pending = []driver.Entry{}
+	}
+	out.Skipped = copyEntries(l.Skipped)
 	return out
 }
 
@@ -383,6 +411,9 @@ func (d *Driver) withLock(ns, key string, now time.Time, fn func(st *driver.Lock
 func (d *Driver) Acquire(_ context.Context, ns string, r driver.AcquireRequest) (rep driver.AcquireReply, err error) {
 	err = d.withLock(ns, r.Key, r.Now, func(st *driver.LockState) error {
 		rep = driver.ApplyAcquire(st, r)
+		// The reply must not share memory with the stored record.
+		rep.Holder, rep.Next = copyHolder(rep.Holder), copyEntry(rep.Next)
+		rep.Dropped, rep.Skipped = copyEntries(rep.Dropped), copyEntries(rep.Skipped)
 		return nil
 	})
 	return rep, err
@@ -392,15 +423,16 @@ func (d *Driver) Acquire(_ context.Context, ns string, r driver.AcquireRequest) 
 func (d *Driver) ExtendLock(_ context.Context, ns, key string, token uint64, now, expiresAt time.Time) (h driver.Holder, err error) {
 	err = d.withLock(ns, key, now, func(st *driver.LockState) error {
 		h, err = driver.ApplyExtend(st, token, now, expiresAt)
+		h = copyHolder(h)
 		return err
 	})
 	return h, err
 }
 
 // ReleaseLock implements driver.Locks.
-func (d *Driver) ReleaseLock(_ context.Context, ns, key string, token uint64, now, idle time.Time) (es []driver.Entry, err error) {
+func (d *Driver) ReleaseLock(_ context.Context, ns, key string, token uint64, now, idle time.Time, keepPending bool) (es []driver.Entry, err error) {
 	err = d.withLock(ns, key, now, func(st *driver.LockState) error {
-		es, err = driver.ApplyRelease(st, token, now, idle)
+		es, err = driver.ApplyRelease(st, token, now, idle, keepPending)
 		return err
 	})
 	return es, err
@@ -416,12 +448,13 @@ func (d *Driver) ForceReleaseLock(_ context.Context, ns, key string, now, idle t
 }
 
 // HandoverLock implements driver.Locks.
-func (d *Driver) HandoverLock(_ context.Context, ns, key string, token uint64, now, expiresAt, idle time.Time) (next *driver.Entry, h driver.Holder, held bool, err error) {
+func (d *Driver) HandoverLock(_ context.Context, ns, key string, token uint64, now, expiresAt, idle time.Time, keep bool) (rep driver.HandoverReply, err error) {
 	err = d.withLock(ns, key, now, func(st *driver.LockState) error {
-		next, h, held, err = driver.ApplyHandover(st, token, now, expiresAt, idle)
+		rep, err = driver.ApplyHandover(st, token, now, expiresAt, idle, keep)
+		rep.Holder, rep.Next = copyHolder(rep.Holder), copyEntry(rep.Next)
 		return err
 	})
-	return next, h, held, err
+	return rep, err
 }
 
 // InspectLock implements driver.Locks.
@@ -442,4 +475,32 @@ func (d *Driver) InspectLock(_ context.Context, ns, key string, now time.Time) (
 		return driver.LockState{}, false, nil
 	}
 	return out, true, nil
+}
+
+// LapsedLocks implements driver.Locks by scanning the shards.
+func (d *Driver) LapsedLocks(_ context.Context, ns string, now time.Time, limit int) ([]driver.LockState, error) {
+	if err := d.check(); err != nil {
+		return nil, err
+	}
+	var out []driver.LockState
+	for i := range d.shards {
+		s := &d.shards[i]
+		s.mu.Lock()
+		for k, st := range s.locks {
+			if k.ns != ns || len(st.Pending) == 0 && len(st.Holders) == 0 {
+				continue
+			}
+			c := copyLock(st)
+			driver.PruneLock(&c, now)
+			if driver.LockLapsed(&c) {
+				out = append(out, c)
+			}
+		}
+		s.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b driver.LockState) int { return strings.Compare(a.Key, b.Key) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
 }
