@@ -121,6 +121,10 @@ func (s *Store) Namespace(name string) *Store {
 // Name returns the store's namespace.
 func (s *Store) Name() string { return s.ns }
 
+// MaxAttempts returns how many times an event may be claimed before it is
+// parked as failed (WithMaxAttempts); zero means no limit.
+func (s *Store) MaxAttempts() int { return s.core.cfg.maxAttempts }
+
 // ValidNamespace reports whether name can be a namespace, with
 // ErrInvalidArgument when it cannot.
 func ValidNamespace(name string) error {

@@ -406,10 +406,13 @@ func (e *Events) Fail(ctx context.Context, tok EventToken, reason string) error 
 // claimed the event to deduplicate it but hands it to someone else (a queue)
 // instead of handling it. Claim answers InProgress until delay has passed,
 // while Reclaim and TakeOver may take it at any time; after delay, Due lists
-// it. Fenced like Complete.
+// it. Its LastError reads DeferredReason. Fenced like Complete.
 func (e *Events) Defer(ctx context.Context, tok EventToken, delay time.Duration) error {
-	return e.release(ctx, "Events.Defer", tok, delay, "", false, true)
+	return e.release(ctx, "Events.Defer", tok, delay, DeferredReason, false, true)
 }
+
+// DeferredReason is the LastError of an event given back with Defer.
+const DeferredReason = "deferred"
 
 // MaxReasonLen is the longest LastError kept, in bytes; a longer reason is
 // cut at a character boundary.

@@ -299,10 +299,11 @@ func (l *Locks) Release(ctx context.Context, lk Lock) ([]Entry, error) {
 	return es, wrap(op, err)
 }
 
-// Abandon gives the lock up but leaves the waiting entries queued, for
-// whoever takes the lock next (Acquire hands them over oldest first, and
-// Lapsed lists the lock): what a worker shutting down does. A lapsed or
-// taken-over lock gets ErrNotOwner.
+// Abandon gives the lock up as if it lapsed now: the entry the holder was
+// handling goes back to the front of the queue and the waiting entries stay,
+// for whoever takes the lock next (Acquire hands them over oldest first, and
+// Lapsed lists the lock). It is what a worker shutting down does. A lapsed
+// or taken-over lock gets ErrNotOwner.
 func (l *Locks) Abandon(ctx context.Context, lk Lock) error {
 	const op = "Locks.Abandon"
 	if err := l.checkLock(ctx, op, lk); err != nil {

@@ -513,8 +513,10 @@ type Locks interface {
 	ExtendLock(ctx context.Context, ns, key string, token uint64, now, expiresAt time.Time) (Holder, error)
 	// ReleaseLock removes the live holder with token and, when no holder
 	// remains and keepPending is false, removes and returns every live
-	// pending entry in arrival order. With keepPending the entries stay
-	// queued for whoever takes the lock next (ApplyRelease).
+	// pending entry in arrival order. With keepPending the holder leaves as
+	// if it lapsed now (its live Entry goes back to the front of the queue)
+	// and the entries stay queued for whoever takes the lock next
+	// (ApplyRelease).
 	ReleaseLock(ctx context.Context, ns, key string, token uint64, now, idleExpiresAt time.Time, keepPending bool) ([]Entry, error)
 	// ForceReleaseLock removes every holder and returns every live pending
 	// entry in arrival order; absent is not an error.

@@ -356,14 +356,18 @@ func ApplyExtend(st *LockState, token uint64, now, expiresAt time.Time) (Holder,
 
 // ApplyRelease removes the live holder and, when it was the last and
 // keepPending is false, takes the pending entries out; ErrNotOwner when the
-// token holds nothing. With keepPending the entries stay for whoever takes
-// the lock next.
+// token holds nothing. With keepPending the holder leaves as if it lapsed
+// now: its live Entry goes back to the front of the queue, and the entries
+// stay for whoever takes the lock next.
 func ApplyRelease(st *LockState, token uint64, now, idleExpiresAt time.Time, keepPending bool) ([]Entry, error) {
 	if findHolder(st, token, now) < 0 {
 		return nil, ErrNotOwner
 	}
 	PruneLock(st, now)
 	i := findHolder(st, token, now)
+	if e := st.Holders[i].Entry; keepPending && e != nil && Live(e.ExpiresAt, now) {
+		st.Pending = append([]Entry{*e}, st.Pending...)
+	}
 	st.Holders = append(st.Holders[:i], st.Holders[i+1:]...)
 	var out []Entry
 	if len(st.Holders) == 0 && !keepPending {

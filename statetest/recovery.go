@@ -214,6 +214,7 @@ func init() {
 			got, _ := ev.Get(ctx, "k")
 			eq(e.t, got.Status, botstate.EventReleased, "status")
 			eq(e.t, got.Attempts, 0, "attempts after defer")
+			eq(e.t, got.LastError, botstate.DeferredReason, "last error after defer")
 			c2, _ := ev.Claim(ctx, "k", nil, time.Minute)
 			eq(e.t, c2.Status, botstate.InProgress, "a redelivery while deferred")
 			due, _ := ev.Due(ctx, 0)
@@ -402,11 +403,11 @@ func init() {
 			isErr(e.t, l.Abandon(ctx, r.Lock), botstate.ErrNotOwner, "abandon twice")
 			st, _ := l.Inspect(ctx, "t")
 			eq(e.t, len(st.Holders), 0, "holders")
-			eq(e.t, entries(st.Pending), []string{"a", "b"}, "pending kept")
+			eq(e.t, entries(st.Pending), []string{"m0", "a", "b"}, "the holder's entry back in front, pending kept")
 			lapsed, _ := l.Lapsed(ctx, 0)
 			eq(e.t, lockKeys(lapsed), []string{"t"}, "listed for a sweeper")
 			n, _ := l.Acquire(ctx, "t", "y", []byte("c"), p)
-			truth(e.t, n.Next != nil && string(n.Next.Payload) == "a", "next %+v", n.Next)
+			truth(e.t, n.Next != nil && string(n.Next.Payload) == "m0", "next %+v", n.Next)
 		}),
 		tc("EntriesLapseAfterAnHourByDefault", func(e *env) {
 			ctx, l := ctxT(e.t), e.st.Locks()
