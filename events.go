@@ -221,11 +221,11 @@ func (e *Events) Reclaim(ctx context.Context, key string, lease time.Duration) (
 	return e.claim(ctx, "Events.Reclaim", key, nil, lease, true, "")
 }
 
-// TakeOver takes the claim tok holds, live or lapsed, for lease with a new
-// token: the claim's holder handed tok over (a queued message's claim passes
-// to the worker that handles it), so the attempt count does not grow and tok
-// stops working. When tok no longer holds the event, TakeOver acts as
-// Reclaim.
+// TakeOver takes the live claim tok holds for lease with a new token: the
+// claim's holder handed tok over (a queued message's claim passes to the
+// worker that handles it), so the attempt count does not grow and tok stops
+// working. When tok's lease lapsed (its holder died trying) or tok no
+// longer holds the event, TakeOver acts as Reclaim.
 func (e *Events) TakeOver(ctx context.Context, tok EventToken, lease time.Duration) (Claim, error) {
 	const op = "Events.TakeOver"
 	if err := e.checkToken(op, tok); err != nil {

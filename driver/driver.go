@@ -122,9 +122,11 @@ type ClaimRequest struct {
 	// RetryAt, where a plain Claim waits for it.
 	Existing bool
 	// Holder, with Existing, makes the call a TakeOver: when the stored
-	// event is EventClaimed with this token, live or lapsed, the claim
+	// event is EventClaimed with this token and its lease is live, the claim
 	// passes to the request's token with Attempts unchanged (a handover is
-	// not a new attempt). Otherwise the Reclaim rules apply.
+	// not a new attempt). Otherwise the Reclaim rules apply: a lapsed claim
+	// with this token is taken over as any lapsed claim is (its holder died
+	// trying, which was an attempt).
 	Holder string
 	// MaxAttempts: a takeover of a released or lapsed event whose Attempts
 	// already reached MaxAttempts parks it as EventFailed instead, and

@@ -47,7 +47,7 @@ func ApplyClaim(cur Event, found bool, r ClaimRequest) (reply ClaimReply, next E
 	case EventRecorded:
 		return ClaimReply{Outcome: ClaimInProgress, Event: cur}, cur, false, nil
 	case EventClaimed:
-		if r.Existing && r.Holder != "" && cur.Token == r.Holder {
+		if r.Existing && r.Holder != "" && cur.Token == r.Holder && cur.LeaseUntil.After(r.Now) {
 			next = cur
 			next.Token, next.LeaseUntil, next.ExpiresAt = r.token(), r.LeaseUntil, r.ExpiresAt
 			return ClaimReply{Outcome: ClaimAcquired, Event: next}, next, true, nil

@@ -240,6 +240,11 @@ func init() {
 			t3, _ := ev.TakeOver(ctx, t1.Token, time.Minute)
 			eq(e.t, t3.Status, botstate.Claimed, "take over of a deferred event acts as reclaim")
 			eq(e.t, t3.Attempts, 1, "attempts")
+			e.clock.Advance(2 * time.Minute)
+			t5, _ := ev.TakeOver(ctx, t3.Token, time.Minute)
+			eq(e.t, t5.Status, botstate.Claimed, "take over of a lapsed claim")
+			eq(e.t, t5.Attempts, 2, "a lapsed claim was an attempt")
+			t3 = t5
 			ok(e.t, ev.Complete(ctx, t3.Token, []byte("r")), "complete")
 			t4, _ := ev.TakeOver(ctx, t3.Token, time.Minute)
 			eq(e.t, t4.Status, botstate.Completed, "take over of a completed event")
