@@ -344,7 +344,7 @@ func (e *Events) Extend(ctx context.Context, tok EventToken, lease time.Duration
 var ErrClaimLost = fmt.Errorf("%w: claim lost", ErrNotOwner)
 
 // ClaimHeartbeat keeps a claim alive while a handler runs.
-type ClaimHeartbeat struct{ k *keeper[EventToken] }
+type ClaimHeartbeat struct{ k *keeper[Claim] }
 
 // Heartbeat renews the claim c (as Claim, Reclaim or TakeOver returned it)
 // to lease from now every lease/3 until Stop, and returns a context derived
@@ -364,21 +364,19 @@ func (e *Events) Heartbeat(ctx context.Context, c Claim, lease time.Duration) (c
 	if err == nil {
 		err = checkTTL(op, "lease", lease, false)
 	}
-	hctx, k := startKeeper(ctx, err, c.Token, c.LeaseUntil, lease, ErrClaimLost,
-		func(ctx context.Context, tok EventToken) (EventToken, time.Time, error) {
-			until, err := e.Extend(ctx, tok, lease)
-			return tok, until, err
+	hctx, k := startKeeper(ctx, err, c, c.LeaseUntil, lease, ErrClaimLost,
+		func(ctx context.Context, cur Claim) (Claim, time.Time, error) {
+			until, err := e.Extend(ctx, cur.Token, lease)
+			cur.LeaseUntil = until
+			return cur, until, err
 		}, e.s.now)
 	return hctx, &ClaimHeartbeat{k}
 }
 
-// Stop ends the renewals and returns the error that ended them (wrapping
-// ErrClaimLost when the claim was lost, ErrInvalidArgument when the claim
-// or lease was refused at the start), or nil.
-func (hb *ClaimHeartbeat) Stop() error {
-	_, err := hb.k.stop()
-	return err
-}
+// Stop ends the renewals and returns the claim as last renewed, or the
+// error that ended them (wrapping ErrClaimLost when the claim was lost,
+// ErrInvalidArgument when the claim or lease was refused at the start).
+func (hb *ClaimHeartbeat) Stop() (Claim, error) { return hb.k.stop() }
 
 // Release gives the claimed event back (the handler failed), due at once:
 // the next Claim or Reclaim takes it. Fenced like Complete. When the event

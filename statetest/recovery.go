@@ -74,12 +74,16 @@ func init() {
 				e.t.Fatal("heartbeat context not cancelled after the claim was lost")
 			}
 			isErr(e.t, context.Cause(hctx), botstate.ErrClaimLost, "cause")
-			isErr(e.t, hb.Stop(), botstate.ErrClaimLost, "stop after loss")
+			_, err := hb.Stop()
+			isErr(e.t, err, botstate.ErrClaimLost, "stop after loss")
 			c3, _ := ev.Claim(ctx, "k2", nil, time.Minute)
 			_, hb3 := ev.Heartbeat(ctx, c3, time.Minute)
-			ok(e.t, hb3.Stop(), "stop while held")
+			got3, err := hb3.Stop()
+			ok(e.t, err, "stop while held")
+			eq(e.t, got3.Token, c3.Token, "claim from stop")
 			_, hb4 := ev.Heartbeat(ctx, botstate.Claim{}, time.Minute)
-			isErr(e.t, hb4.Stop(), botstate.ErrInvalidArgument, "heartbeat of no claim")
+			_, err = hb4.Stop()
+			isErr(e.t, err, botstate.ErrInvalidArgument, "heartbeat of no claim")
 		}),
 		tc("ReleaseAfterWaitsForTheRetryTime", func(e *env) {
 			ctx, ev := ctxT(e.t), e.st.Events()

@@ -1,0 +1,631 @@
+// Package dispatch runs a bot's handlers on the messages it receives: each
+// message handled once, one handler at a time per scope (a thread, a
+// channel, or any key the bot chooses), across every process that shares
+// the store.
+//
+// One call per incoming message:
+//
+//	d, _ := dispatch.New(store, dispatch.Config{})
+//	defer d.Close(ctx)
+//	d.Handle("reply", dispatch.Route{Handler: reply, Policy: dispatch.Policy{Mode: dispatch.Queue}})
+//	...
+//	out, err := d.Dispatch(ctx, "reply", dispatch.Message{Key: eventKey, Scope: threadID, Payload: body})
+//
+// Dispatch returns as soon as the message is safely accepted (claimed in the
+// store and holding or waiting for its scope's lock), so a webhook can answer
+// at once; the handler runs in the background.
+//
+// What it guarantees, on every backend and across processes on the shared
+// ones:
+//
+//   - A message is claimed before it is handled and completed after; a
+//     redelivery (a platform retry, another replica) of a message in
+//     progress, done or failed is a Duplicate and runs nothing.
+//   - The claim and the scope's lock are renewed while a handler runs; a
+//     handler that loses either is told through its context.
+//   - A handler that fails is retried after a backoff, up to the store's
+//     maximum attempts (botstate.WithMaxAttempts); then the event is parked
+//     as failed. Permanent(err) parks it at once.
+//   - Nothing queued is stranded: a worker hands its lock over to the next
+//     waiting message atomically, and a background recovery loop re-drives
+//     what a crashed process left: lapsed claims, due retries, and queues
+//     whose holder died (the message it was handling first, then the rest
+//     in order).
+//   - Close finishes the handlers that run and leaves queued work for the
+//     other processes.
+package dispatch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/botstate/botstate"
+)
+
+// Message is one incoming message.
+type Message struct {
+	// Key identifies the message for deduplication: every delivery of one
+	// message has the same key (botstate.SlackEventKey and the other key
+	// helpers build them).
+	Key string
+	// Scope is what one handler at a time is allowed per: a thread, a
+	// channel, a user.
+	Scope string
+	// Payload is the message as the handler needs it; it is stored with the
+	// event, so a message re-driven after a crash has it too.
+	Payload []byte
+}
+
+// Job is what a handler receives.
+type Job struct {
+	Message
+	// Route is the name the handler was registered under.
+	Route string
+	// Attempt counts the attempts at this message, this one included.
+	Attempt int
+	// Skipped are earlier messages of the scope that were left unhandled
+	// since the last handler ran: dropped by a full queue, replaced by a
+	// newer one under Debounce or Burst, interrupted, or expired in the
+	// queue. Oldest first.
+	Skipped []Message
+}
+
+// Handler handles one message. It should return soon after ctx is done:
+// ctx is cancelled when the handler's claim or lock is lost, when a newer
+// message interrupts it (Policy.Interrupt), and when Close gives up
+// waiting. A nil error completes the message; Permanent(err) parks it as
+// failed; any other error retries it after a backoff.
+type Handler func(ctx context.Context, job *Job) error
+
+// Mode says what happens to a message that arrives while its scope is busy.
+type Mode uint8
+
+// Modes.
+const (
+	// Queue (the zero value) waits in a bounded FIFO and is handled in
+	// arrival order.
+	Queue Mode = iota
+	// Drop discards a message that arrives while the scope is busy.
+	Drop
+	// Debounce waits for a quiet period with no newer message, then handles
+	// the latest only; the handler learns what it skipped.
+	Debounce
+	// Burst debounces the first messages (those that arrive within the
+	// quiet period after the first), then handles later ones like Queue.
+	Burst
+	// Concurrent lets up to Policy.Limit handlers of one scope run at once,
+	// across processes; more wait in the queue.
+	Concurrent
+)
+
+// String returns the mode's name.
+func (m Mode) String() string {
+	switch m {
+	case Queue:
+		return "queue"
+	case Drop:
+		return "drop"
+	case Debounce:
+		return "debounce"
+	case Burst:
+		return "burst"
+	case Concurrent:
+		return "concurrent"
+	}
+	return "invalid"
+}
+
+// Policy is how a route treats the messages of one scope.
+type Policy struct {
+	Mode Mode
+	// QueueMax bounds the messages waiting per scope (0: no bound).
+	QueueMax int
+	// OnFull says which message a full queue drops.
+	OnFull botstate.Overflow
+	// EntryTTL is how long a message may wait in the queue before it is
+	// skipped (0: botstate.DefaultEntryTTL, one hour).
+	EntryTTL time.Duration
+	// Quiet is the Debounce and Burst quiet period (0: one second).
+	Quiet time.Duration
+	// Limit is the most Concurrent handlers per scope; required for
+	// Concurrent.
+	Limit int
+	// Interrupt makes a newer message for the scope cancel the running
+	// handler (its context's cause is ErrInterrupted) and skips to the
+	// latest waiting message: for agents that should answer the last thing
+	// said. Not with Drop or Concurrent.
+	Interrupt bool
+}
+
+// DefaultQuiet is the Debounce and Burst quiet period when Policy.Quiet is 0.
+const DefaultQuiet = time.Second
+
+func (p Policy) check() error {
+	switch {
+	case p.Mode > Concurrent:
+		return fmt.Errorf("unknown mode %d", p.Mode)
+	case p.QueueMax < 0 || p.QueueMax > botstate.MaxQueue:
+		return fmt.Errorf("queue max %d out of range [0, %d]", p.QueueMax, botstate.MaxQueue)
+	case p.OnFull > botstate.DropNewest:
+		return fmt.Errorf("unknown overflow policy %d", p.OnFull)
+	case p.EntryTTL < 0 || p.EntryTTL > botstate.MaxTTL:
+		return fmt.Errorf("entry TTL %v out of range", p.EntryTTL)
+	case p.Quiet < 0 || p.Quiet > time.Hour:
+		return fmt.Errorf("quiet period %v out of range [0, 1h]", p.Quiet)
+	case p.Mode == Concurrent && (p.Limit < 1 || p.Limit > botstate.MaxQueue):
+		return fmt.Errorf("concurrent limit %d out of range [1, %d]", p.Limit, botstate.MaxQueue)
+	case p.Mode != Concurrent && p.Limit != 0:
+		return fmt.Errorf("limit is for Concurrent, not %v", p.Mode)
+	case p.Interrupt && (p.Mode == Drop || p.Mode == Concurrent):
+		return fmt.Errorf("interrupt does not go with %v", p.Mode)
+	}
+	return nil
+}
+
+func (p Policy) entryTTL() time.Duration {
+	if p.EntryTTL == 0 {
+		return botstate.DefaultEntryTTL
+	}
+	return p.EntryTTL
+}
+
+func (p Policy) quiet() time.Duration {
+	if p.Quiet == 0 {
+		return DefaultQuiet
+	}
+	return p.Quiet
+}
+
+func (p Policy) lockPolicy(ttl time.Duration) botstate.LockPolicy {
+	lp := botstate.LockPolicy{TTL: ttl, QueueMax: p.QueueMax, OnFull: p.OnFull, EntryTTL: p.entryTTL()}
+	switch p.Mode {
+	case Drop:
+		lp.Strategy = botstate.Reject
+	case Debounce:
+		lp.Strategy = botstate.Debounce
+	case Concurrent:
+		lp.Strategy, lp.MaxHolders, lp.QueueWhenFull = botstate.Concurrent, p.Limit, true
+	default:
+		lp.Strategy = botstate.Queue
+	}
+	return lp
+}
+
+// Route is a handler and the policy of its scopes.
+type Route struct {
+	Handler Handler
+	// Policy applies to every scope unless PolicyFor is set.
+	Policy Policy
+	// PolicyFor, when set, chooses the policy per scope. It must return the
+	// same policy for a scope every time, in every process.
+	PolicyFor func(scope string) Policy
+}
+
+type route struct {
+	name string
+	Route
+}
+
+func (r *route) policy(scope string) (Policy, error) {
+	if r.PolicyFor == nil {
+		return r.Policy, nil
+	}
+	p := r.PolicyFor(scope)
+	if err := p.check(); err != nil {
+		return Policy{}, fmt.Errorf("route %q, scope %q: %v", r.name, scope, err)
+	}
+	return p, nil
+}
+
+// Outcome is what Dispatch did with a message.
+type Outcome uint8
+
+// Outcomes.
+const (
+	// Started: this process handles the message now.
+	Started Outcome = iota + 1
+	// Queued: the message waits for its scope (behind a running handler, or
+	// in a quiet period); some process will handle it.
+	Queued
+	// Duplicate: the message is in progress, done or failed already.
+	Duplicate
+	// Dropped: the scope was busy under Drop, or its queue was full.
+	Dropped
+)
+
+// String returns the outcome's name.
+func (o Outcome) String() string {
+	switch o {
+	case Started:
+		return "started"
+	case Queued:
+		return "queued"
+	case Duplicate:
+		return "duplicate"
+	case Dropped:
+		return "dropped"
+	}
+	return "invalid"
+}
+
+// Errors a handler's context can be cancelled with (context.Cause), besides
+// botstate.ErrLockLost and botstate.ErrClaimLost.
+var (
+	// ErrInterrupted: a newer message for the scope arrived (Policy.Interrupt).
+	ErrInterrupted = errors.New("dispatch: interrupted by a newer message")
+	// ErrShutdown: Close stopped waiting for the handler.
+	ErrShutdown = errors.New("dispatch: shutting down")
+)
+
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// Permanent marks a handler's error as one a retry cannot fix: the message
+// is parked as failed at once instead of retried.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanent{err}
+}
+
+// Config configures a Dispatcher. The zero value is ready to use.
+type Config struct {
+	// Owner names this process in locks (default: host, pid and a random
+	// suffix). Every process must have its own.
+	Owner string
+	// Lease is how long a claim lasts without renewal; the scope's lock
+	// lasts half as long again, and both are renewed every third of their
+	// length while a handler runs (default 30 s). A crashed process's work
+	// is re-driven about a lease after it died.
+	Lease time.Duration
+	// Backoff is the delay before retry number attempt+1 after a failed
+	// attempt (default: 1 s doubling up to 5 min, with jitter).
+	Backoff func(attempt int) time.Duration
+	// RecoverEvery is how often the recovery loop looks for lapsed claims,
+	// due retries and orphaned queues (default: a sixth of Lease). Negative
+	// turns recovery off in this process.
+	RecoverEvery time.Duration
+	// InterruptPoll is how often a handler under Policy.Interrupt checks for
+	// a newer message queued by another process (default 250 ms); one from
+	// this process interrupts at once.
+	InterruptPoll time.Duration
+	// Observer is told of every outcome (nil: nobody).
+	Observer Observer
+	// Logger receives the errors the background work meets (default:
+	// slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultLease is Config.Lease's default.
+const DefaultLease = 30 * time.Second
+
+// DefaultBackoff is 1 s before the second attempt, doubling up to 5 min,
+// with up to 20% jitter either way.
+func DefaultBackoff(attempt int) time.Duration {
+	d := time.Second << min(max(attempt-1, 0), 9)
+	d = min(d, 5*time.Minute)
+	return time.Duration(float64(d) * (0.8 + 0.4*mrand.Float64()))
+}
+
+// Dispatcher runs handlers on messages. It is safe for concurrent use.
+type Dispatcher struct {
+	store   *botstate.Store
+	ev      *botstate.Events
+	lk      *botstate.Locks
+	cfg     Config
+	lockTTL time.Duration
+	log     *slog.Logger
+
+	// runCtx is the parent of every handler's context; cancelRun ends it
+	// when Close gives up waiting.
+	runCtx    context.Context
+	cancelRun context.CancelCauseFunc
+
+	mu      sync.Mutex
+	routes  map[string]*route
+	running map[string]map[*worker]struct{} // by lock key, for interrupts
+	closing bool
+	workers sync.WaitGroup
+
+	stopRecover chan struct{}
+	recoverDone chan struct{}
+}
+
+// New returns a dispatcher over store (whose namespace it uses for its
+// events and locks; give a bot a namespace of its own) and starts its
+// recovery loop.
+func New(store *botstate.Store, cfg Config) (*Dispatcher, error) {
+	if store == nil {
+		return nil, fmt.Errorf("dispatch.New: nil store: %w", botstate.ErrInvalidArgument)
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.Lease < 10*time.Millisecond || cfg.Lease > time.Hour {
+		return nil, fmt.Errorf("dispatch.New: lease %v out of range [10ms, 1h]: %w", cfg.Lease, botstate.ErrInvalidArgument)
+	}
+	if cfg.Owner == "" {
+		cfg.Owner = defaultOwner()
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = DefaultBackoff
+	}
+	if cfg.RecoverEvery == 0 {
+		cfg.RecoverEvery = cfg.Lease / 6
+	}
+	if cfg.InterruptPoll <= 0 {
+		cfg.InterruptPoll = 250 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	d := &Dispatcher{
+		store: store, ev: store.Events(), lk: store.Locks(), cfg: cfg,
+		lockTTL: cfg.Lease + cfg.Lease/2, log: cfg.Logger.With("owner", cfg.Owner),
+		routes: map[string]*route{}, running: map[string]map[*worker]struct{}{},
+		stopRecover: make(chan struct{}), recoverDone: make(chan struct{}),
+	}
+	d.runCtx, d.cancelRun = context.WithCancelCause(context.Background())
+	if cfg.RecoverEvery > 0 {
+		go d.recoverLoop()
+	} else {
+		close(d.recoverDone)
+	}
+	return d, nil
+}
+
+func defaultOwner() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// Handle registers a route under name: 1 to 64 letters, digits, '.', '_'
+// or '-'. Every process must register the same routes, so that each can
+// re-drive the others' messages.
+func (d *Dispatcher) Handle(name string, r Route) error {
+	if err := botstate.ValidNamespace(name); err != nil {
+		return fmt.Errorf("dispatch.Handle: route name %q: %w", name, botstate.ErrInvalidArgument)
+	}
+	if r.Handler == nil {
+		return fmt.Errorf("dispatch.Handle: route %q has no handler: %w", name, botstate.ErrInvalidArgument)
+	}
+	if err := r.Policy.check(); err != nil {
+		return fmt.Errorf("dispatch.Handle: route %q: %v: %w", name, err, botstate.ErrInvalidArgument)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, dup := d.routes[name]; dup {
+		return fmt.Errorf("dispatch.Handle: route %q registered twice: %w", name, botstate.ErrInvalidArgument)
+	}
+	d.routes[name] = &route{name: name, Route: r}
+	return nil
+}
+
+func (d *Dispatcher) route(name string) (*route, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closing {
+		return nil, fmt.Errorf("dispatch: %w", botstate.ErrClosed)
+	}
+	r, ok := d.routes[name]
+	if !ok {
+		return nil, fmt.Errorf("dispatch: no route %q: %w", name, botstate.ErrInvalidArgument)
+	}
+	return r, nil
+}
+
+// lockKey is the key of a route's scope lock; a route name holds no ':'.
+func lockKey(route, scope string) string { return "dispatch:" + route + ":" + scope }
+
+func parseLockKey(key string) (route, scope string, ok bool) {
+	const prefix = "dispatch:"
+	if len(key) <= len(prefix) || key[:len(prefix)] != prefix {
+		return "", "", false
+	}
+	rest := key[len(prefix):]
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == ':' {
+			return rest[:i], rest[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+// Dispatch accepts one delivery of m for the route: it claims the message
+// (a Duplicate when it is in progress, done or failed), then takes or waits
+// for its scope as the route's policy says. It returns once the message is
+// safely accepted; the handler runs in the background. An error means the
+// message was not accepted: deliver it again.
+func (d *Dispatcher) Dispatch(ctx context.Context, routeName string, m Message) (Outcome, error) {
+	r, err := d.route(routeName)
+	if err != nil {
+		return 0, err
+	}
+	if m.Scope == "" {
+		return 0, fmt.Errorf("dispatch: message %q has no scope: %w", m.Key, botstate.ErrInvalidArgument)
+	}
+	pol, err := r.policy(m.Scope)
+	if err != nil {
+		return 0, fmt.Errorf("dispatch: %v: %w", err, botstate.ErrInvalidArgument)
+	}
+	env := envelope{route: r.name, scope: m.Scope, payload: m.Payload}
+	c, err := d.ev.Claim(ctx, m.Key, env.encode(), d.cfg.Lease)
+	if err != nil {
+		return 0, err
+	}
+	if c.Status != botstate.Claimed {
+		d.observe(Observation{Kind: KindDuplicate, Route: r.name, Scope: m.Scope, Key: m.Key, Attempt: c.Attempts})
+		return Duplicate, nil
+	}
+	return d.enter(ctx, r, pol, m, c)
+}
+
+// enter brings a claimed message to its scope's lock: it starts a worker
+// when it gets the lock, defers its claim to the queue when it waits, and
+// settles it as dropped when the scope refuses it.
+func (d *Dispatcher) enter(ctx context.Context, r *route, pol Policy, m Message, c botstate.Claim) (Outcome, error) {
+	key := lockKey(r.name, m.Scope)
+	e := entry{key: m.Key, token: c.Token.ID, payload: m.Payload}
+	res, err := d.lk.Acquire(ctx, key, d.cfg.Owner, e.encode(), pol.lockPolicy(d.lockTTL))
+	if err != nil {
+		// Not accepted: give the claim back so a redelivery can take it.
+		d.background(func(ctx context.Context) error { return d.ev.Release(ctx, c.Token) })
+		return 0, err
+	}
+	switch res.Status {
+	case botstate.Acquired:
+		first := item{msg: m, claim: c}
+		out := Started
+		if res.Next != nil {
+			// A holder died with messages waiting: they come first, and
+			// ours waits behind them.
+			d.deferClaim(c.Token, pol)
+			if first, err = itemOf(*res.Next, m.Scope); err != nil {
+				d.log.Error("dispatch: undecodable lock entry; skipping it", "lock", key, "err", err)
+				first = item{}
+			}
+			out = Queued
+		}
+		if !d.startWorker(r, pol, key, m.Scope, res.Lock, first, res.Skipped) {
+			return 0, fmt.Errorf("dispatch: %w", botstate.ErrClosed)
+		}
+		return out, nil
+	case botstate.Queued, botstate.Debounced:
+		d.deferClaim(c.Token, pol)
+		if pol.Interrupt {
+			d.interruptLocal(key)
+		}
+		return Queued, nil
+	}
+	d.settle(ctx, r.name, m.Scope, c.Token, resultDropped)
+	d.observe(Observation{Kind: KindDropped, Route: r.name, Scope: m.Scope, Key: m.Key, Attempt: c.Attempts})
+	return Dropped, nil
+}
+
+// Results stored with messages the dispatcher settled without handling.
+var (
+	resultDropped = []byte(`{"dispatch":"dropped"}`)
+	resultSkipped = []byte(`{"dispatch":"skipped"}`)
+)
+
+// deferClaim hands a queued message's claim to the queue: whoever takes the
+// entry takes the claim over, and if the entry lapses unhandled the
+// recovery loop finds the claim due after it and settles it as skipped.
+func (d *Dispatcher) deferClaim(tok botstate.EventToken, pol Policy) {
+	delay := pol.entryTTL() + 2*d.cfg.Lease
+	d.background(func(ctx context.Context) error {
+		err := d.ev.Defer(ctx, tok, delay)
+		if errors.Is(err, botstate.ErrNotOwner) {
+			return nil // the worker took it over already
+		}
+		return err
+	})
+}
+
+// settle completes a claimed message the dispatcher decided not to handle.
+func (d *Dispatcher) settle(ctx context.Context, route, scope string, tok botstate.EventToken, result []byte) {
+	if err := d.ev.Complete(context.WithoutCancel(ctx), tok, result); err != nil && !errors.Is(err, botstate.ErrNotOwner) {
+		d.log.Error("dispatch: settling a message", "route", route, "scope", scope, "key", tok.Key, "err", err)
+	}
+}
+
+// background runs a short store call detached from the caller's context,
+// logging its error.
+func (d *Dispatcher) background(fn func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Lease)
+	defer cancel()
+	if err := fn(ctx); err != nil {
+		d.log.Error("dispatch: store call failed", "err", err)
+	}
+}
+
+func (d *Dispatcher) observe(o Observation) {
+	if d.cfg.Observer != nil {
+		d.cfg.Observer.Observe(o)
+	}
+}
+
+// startWorker runs a worker for a lock this process holds; false when the
+// dispatcher is closing (the lock is then abandoned for another process).
+func (d *Dispatcher) startWorker(r *route, pol Policy, key, scope string, lk botstate.Lock, first item, skipped []botstate.Entry) bool {
+	w := &worker{d: d, r: r, pol: pol, key: key, scope: scope, lock: lk}
+	d.mu.Lock()
+	if d.closing {
+		d.mu.Unlock()
+		d.background(func(ctx context.Context) error { return d.lk.Abandon(ctx, lk) })
+		return false
+	}
+	if d.running[key] == nil {
+		d.running[key] = map[*worker]struct{}{}
+	}
+	d.running[key][w] = struct{}{}
+	d.workers.Add(1)
+	d.mu.Unlock()
+	go w.run(first, skipped)
+	return true
+}
+
+func (d *Dispatcher) workerDone(w *worker) {
+	d.mu.Lock()
+	delete(d.running[w.key], w)
+	if len(d.running[w.key]) == 0 {
+		delete(d.running, w.key)
+	}
+	d.mu.Unlock()
+	d.workers.Done()
+}
+
+func (d *Dispatcher) interruptLocal(key string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for w := range d.running[key] {
+		w.interrupt()
+	}
+}
+
+func (d *Dispatcher) isClosing() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closing
+}
+
+// Close stops accepting messages and the recovery loop, lets running
+// handlers finish, and leaves queued messages for the other processes. When
+// ctx ends first, the handlers still running are cancelled (cause
+// ErrShutdown) and their messages given back to be retried at once; Close
+// then returns ctx's error. Closing twice waits again.
+func (d *Dispatcher) Close(ctx context.Context) error {
+	d.mu.Lock()
+	if !d.closing {
+		d.closing = true
+		close(d.stopRecover)
+	}
+	d.mu.Unlock()
+	<-d.recoverDone
+	done := make(chan struct{})
+	go func() {
+		d.workers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		d.cancelRun(ErrShutdown)
+		<-done
+		return ctx.Err()
+	}
+}

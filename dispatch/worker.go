@@ -1,0 +1,434 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/botstate/botstate"
+)
+
+// item is a message a worker is about to handle.
+type item struct {
+	msg Message
+	// claim is set (Status Claimed) once this process holds the message's
+	// claim; until then token is the claim the enqueuer handed to the queue.
+	claim    botstate.Claim
+	token    string
+	enqueued time.Time
+}
+
+func (it *item) valid() bool { return it.msg.Key != "" }
+
+func itemOf(e botstate.Entry, scope string) (item, error) {
+	en, err := decodeEntry(e.Payload)
+	if err != nil {
+		return item{}, err
+	}
+	return item{msg: Message{Key: en.key, Scope: scope, Payload: en.payload}, token: en.token, enqueued: e.EnqueuedAt}, nil
+}
+
+// worker holds one scope's lock in this process and handles the scope's
+// messages one after another until the queue is empty.
+type worker struct {
+	d          *Dispatcher
+	r          *route
+	pol        Policy
+	key, scope string
+	lock       botstate.Lock
+	// skipped are the messages to tell the next handler about.
+	skipped []Message
+
+	mu        sync.Mutex
+	cancelJob context.CancelCauseFunc // set while a handler runs
+}
+
+func (w *worker) interrupt() {
+	w.mu.Lock()
+	if w.cancelJob != nil {
+		w.cancelJob(ErrInterrupted)
+	}
+	w.mu.Unlock()
+}
+
+func (w *worker) setCancel(c context.CancelCauseFunc) {
+	w.mu.Lock()
+	w.cancelJob = c
+	w.mu.Unlock()
+}
+
+// call returns a context for one store call made on the worker's behalf.
+func (w *worker) call() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), w.d.cfg.Lease)
+}
+
+func (w *worker) obs(it *item, k Kind) Observation {
+	return Observation{Kind: k, Route: w.r.name, Scope: w.scope, Key: it.msg.Key, Attempt: it.claim.Attempts}
+}
+
+// run handles first, then every message Handover brings, and lets the lock
+// go when the queue is empty. On any store error it stops without
+// releasing: the lock lapses and recovery (here or elsewhere) takes the
+// queue over, with the message in hand back in front.
+func (w *worker) run(first item, skipped []botstate.Entry) {
+	defer w.d.workerDone(w)
+	w.takeSkipped(skipped)
+	cur := first
+	burst := w.pol.Mode == Burst
+	for {
+		if cur.valid() {
+			lost, err := w.step(&cur, burst)
+			if err != nil {
+				w.d.log.Error("dispatch: worker stops; recovery will take the scope over", "lock", w.key, "err", err)
+				return
+			}
+			if lost {
+				return
+			}
+			burst = false
+		}
+		if w.d.isClosing() {
+			ctx, cancel := w.call()
+			if err := w.d.lk.Abandon(ctx, w.lock); err != nil && !errors.Is(err, botstate.ErrNotOwner) {
+				w.d.log.Error("dispatch: abandoning a lock at shutdown", "lock", w.key, "err", err)
+			}
+			cancel()
+			return
+		}
+		ctx, cancel := w.call()
+		h, err := w.d.lk.Handover(ctx, w.lock, w.d.lockTTL)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, botstate.ErrNotOwner) {
+				w.d.log.Error("dispatch: handover failed; recovery will take the scope over", "lock", w.key, "err", err)
+			}
+			return
+		}
+		w.takeSkipped(h.Skipped)
+		if !h.Held {
+			return
+		}
+		w.lock = h.Lock
+		if cur, err = itemOf(*h.Next, w.scope); err != nil {
+			w.d.log.Error("dispatch: undecodable lock entry; skipping it", "lock", w.key, "err", err)
+		}
+	}
+}
+
+// step takes cur's claim, waits out the policy's quiet period, and handles
+// the message it ends with. lost reports the lock lost.
+func (w *worker) step(cur *item, burst bool) (lost bool, err error) {
+	if ok, err := w.take(cur); !ok || err != nil {
+		return false, err
+	}
+	switch {
+	case w.pol.Mode == Debounce:
+		// Wait for quiet; a newer message replaces the one in hand.
+		for {
+			if lost, err := w.hold(cur, w.pol.quiet()); lost || err != nil || !cur.valid() {
+				return lost, err
+			}
+			replaced, err := w.supersede(cur)
+			if err != nil || !cur.valid() {
+				return errors.Is(err, botstate.ErrNotOwner), ignoreLost(err)
+			}
+			if !replaced {
+				break
+			}
+		}
+	case burst:
+		// The first messages of a burst: those queued within the quiet
+		// period after the first replace it; later ones wait their turn.
+		end := time.Now().Add(w.pol.quiet())
+		if lost, err := w.hold(cur, w.pol.quiet()); lost || err != nil || !cur.valid() {
+			return lost, err
+		}
+		for {
+			ctx, cancel := w.call()
+			st, err := w.d.lk.Inspect(ctx, w.key)
+			cancel()
+			if err != nil {
+				return false, err
+			}
+			if len(st.Pending) == 0 || st.Pending[0].EnqueuedAt.After(end) {
+				break
+			}
+			replaced, err := w.supersede(cur)
+			if err != nil || !cur.valid() {
+				return errors.Is(err, botstate.ErrNotOwner), ignoreLost(err)
+			}
+			if !replaced {
+				break
+			}
+		}
+	}
+	if w.pol.Interrupt {
+		// Answer the latest: a message already waiting supersedes this one.
+		ctx, cancel := w.call()
+		st, err := w.d.lk.Inspect(ctx, w.key)
+		cancel()
+		if err != nil {
+			return false, err
+		}
+		if len(st.Pending) > 0 {
+			w.skip(cur)
+			return false, nil
+		}
+	}
+	return w.handle(cur), nil
+}
+
+func ignoreLost(err error) error {
+	if errors.Is(err, botstate.ErrNotOwner) {
+		return nil
+	}
+	return err
+}
+
+// supersede pops the next waiting message, keeping the lock. When there is
+// one, cur is skipped in its favour (cur and then the entries the lock
+// skipped, in age order) and replaced by it, claimed; replaced reports that.
+func (w *worker) supersede(cur *item) (replaced bool, err error) {
+	ctx, cancel := w.call()
+	h, err := w.d.lk.Next(ctx, w.lock, w.d.lockTTL)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	w.lock = h.Lock
+	var next item
+	if h.Next != nil {
+		if next, err = itemOf(*h.Next, w.scope); err != nil {
+			w.d.log.Error("dispatch: undecodable lock entry; skipping it", "lock", w.key, "err", err)
+		}
+	}
+	if next.valid() {
+		w.skip(cur)
+		*cur = next
+	}
+	w.takeSkipped(h.Skipped)
+	if !next.valid() {
+		return false, nil
+	}
+	if ok, err := w.take(cur); !ok || err != nil {
+		*cur = item{}
+		return false, err
+	}
+	return true, nil
+}
+
+// take makes sure this process holds its claim: the enqueuer handed its
+// claim to the queue, and the worker takes it over. ok is false when the
+// message is not to be handled here: done, failed, or held by another
+// worker (recovery re-drove it).
+func (w *worker) take(it *item) (ok bool, err error) {
+	if it.claim.Status == botstate.Claimed {
+		return true, nil
+	}
+	ctx, cancel := w.call()
+	defer cancel()
+	var c botstate.Claim
+	if it.token != "" {
+		c, err = w.d.ev.TakeOver(ctx, botstate.EventToken{Key: it.msg.Key, ID: it.token}, w.d.cfg.Lease)
+	}
+	if it.token == "" || errors.Is(err, botstate.ErrNotFound) {
+		// Its event was forgotten (retention, limit): claim it afresh.
+		env := envelope{route: w.r.name, scope: w.scope, payload: it.msg.Payload}
+		c, err = w.d.ev.Claim(ctx, it.msg.Key, env.encode(), w.d.cfg.Lease)
+	}
+	if err != nil {
+		return false, err
+	}
+	it.claim = c
+	switch c.Status {
+	case botstate.Claimed:
+		return true, nil
+	case botstate.Failed:
+		w.d.observe(w.obs(it, KindFailed))
+	}
+	return false, nil
+}
+
+// skip settles a message this worker holds the claim of as skipped, and
+// keeps it to tell the next handler.
+func (w *worker) skip(it *item) {
+	ctx, cancel := w.call()
+	defer cancel()
+	if err := w.d.ev.Complete(ctx, it.claim.Token, resultSkipped); err != nil {
+		if !errors.Is(err, botstate.ErrNotOwner) {
+			w.d.log.Error("dispatch: settling a skipped message", "lock", w.key, "key", it.msg.Key, "err", err)
+		}
+		return
+	}
+	w.skipped = append(w.skipped, it.msg)
+	w.d.observe(w.obs(it, KindSkipped))
+}
+
+// takeSkipped settles the entries the lock reports skipped (dropped,
+// replaced, lapsed) and keeps them to tell the next handler.
+func (w *worker) takeSkipped(es []botstate.Entry) {
+	for _, e := range es {
+		it, err := itemOf(e, w.scope)
+		if err != nil {
+			continue
+		}
+		if ok, err := w.take(&it); ok && err == nil {
+			w.skip(&it)
+		}
+	}
+}
+
+// hold keeps the lock and its claim for d (a quiet period). It clears
+// it when the claim was lost, and reports the lock lost.
+func (w *worker) hold(it *item, d time.Duration) (lost bool, err error) {
+	lctx, lhb := w.d.lk.Heartbeat(w.d.runCtx, w.lock, w.d.lockTTL)
+	cctx, chb := w.d.ev.Heartbeat(lctx, it.claim, w.d.cfg.Lease)
+	t := time.NewTimer(d)
+	select {
+	case <-t.C:
+	case <-cctx.Done():
+	}
+	t.Stop()
+	c, claimErr := chb.Stop()
+	lk, lockErr := lhb.Stop()
+	if lockErr != nil {
+		w.giveBack(it, claimErr)
+		return true, nil
+	}
+	w.lock = lk
+	if claimErr != nil {
+		*it = item{}
+		return false, nil
+	}
+	it.claim = c
+	if err := w.d.runCtx.Err(); err != nil {
+		w.giveBack(it, nil)
+		*it = item{}
+	}
+	return false, nil
+}
+
+// giveBack releases a claim whose handling stopped early (lock lost,
+// shutdown), due at once, so whoever holds the scope next handles it.
+func (w *worker) giveBack(it *item, claimErr error) {
+	if claimErr != nil {
+		return
+	}
+	ctx, cancel := w.call()
+	defer cancel()
+	if err := w.d.ev.ReleaseAfter(ctx, it.claim.Token, 0, "handler stopped: lock lost or shutting down"); err != nil && !errors.Is(err, botstate.ErrNotOwner) {
+		w.d.log.Error("dispatch: giving a message back", "lock", w.key, "key", it.msg.Key, "err", err)
+	}
+}
+
+// handle runs the handler on it with the claim and the lock renewed, then
+// settles the message by the outcome. It reports the lock lost.
+func (w *worker) handle(it *item) (lost bool) {
+	d := w.d
+	jctx, cancel := context.WithCancelCause(d.runCtx)
+	defer cancel(nil)
+	lctx, lhb := d.lk.Heartbeat(jctx, w.lock, d.lockTTL)
+	cctx, chb := d.ev.Heartbeat(lctx, it.claim, d.cfg.Lease)
+	w.setCancel(cancel)
+	stopPoll := w.pollInterrupts(cctx, cancel)
+	job := &Job{Message: it.msg, Route: w.r.name, Attempt: it.claim.Attempts, Skipped: w.skipped}
+	w.skipped = nil
+	start := time.Now()
+	err := safeCall(w.r.Handler, cctx, job)
+	o := w.obs(it, 0)
+	o.Latency = time.Since(start)
+	stopPoll()
+	w.setCancel(nil)
+	cause := context.Cause(cctx)
+	_, claimErr := chb.Stop()
+	lk, lockErr := lhb.Stop()
+	if lockErr == nil {
+		w.lock = lk
+	}
+	ctx, cancelCall := w.call()
+	defer cancelCall()
+	tok := it.claim.Token
+	var settleErr error
+	switch {
+	case err == nil:
+		o.Kind = KindHandled
+		settleErr = d.ev.Complete(ctx, tok, nil)
+	case claimErr != nil:
+		o.Kind, o.Err = KindLost, err
+	case lockErr != nil || errors.Is(cause, ErrShutdown):
+		o.Kind, o.Err = KindLost, err
+		w.giveBack(it, nil)
+	case errors.Is(cause, ErrInterrupted):
+		w.skip(it)
+		return false
+	case isPermanent(err):
+		o.Kind, o.Err = KindFailed, err
+		settleErr = d.ev.Fail(ctx, tok, err.Error())
+	default:
+		o.Kind, o.Err = KindRetried, err
+		if m := d.store.MaxAttempts(); m > 0 && it.claim.Attempts >= m {
+			o.Kind = KindFailed
+		}
+		settleErr = d.ev.ReleaseAfter(ctx, tok, d.cfg.Backoff(it.claim.Attempts), err.Error())
+	}
+	if settleErr != nil {
+		// Taken over meanwhile (ErrNotOwner) or the store failed: either way
+		// the message is someone else's, or recovery's, now.
+		o.Kind, o.Err = KindLost, settleErr
+		if !errors.Is(settleErr, botstate.ErrNotOwner) {
+			d.log.Error("dispatch: settling a message", "lock", w.key, "key", it.msg.Key, "err", settleErr)
+		}
+	}
+	d.observe(o)
+	return lockErr != nil
+}
+
+func isPermanent(err error) bool {
+	var p permanent
+	return errors.As(err, &p)
+}
+
+// safeCall runs the handler, turning a panic into an error.
+func safeCall(h Handler, ctx context.Context, job *Job) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("dispatch: handler panicked: %v", r)
+		}
+	}()
+	return h(ctx, job)
+}
+
+// pollInterrupts watches, under Policy.Interrupt, for a message queued for
+// the scope by another process while the handler runs, and cancels the
+// handler when one is. The returned func stops it.
+func (w *worker) pollInterrupts(ctx context.Context, cancel context.CancelCauseFunc) func() {
+	if !w.pol.Interrupt {
+		return func() {}
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(w.d.cfg.InterruptPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			st, err := w.d.lk.Inspect(ctx, w.key)
+			if err == nil && len(st.Pending) > 0 {
+				cancel(ErrInterrupted)
+				return
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+	}
+}
