@@ -340,7 +340,21 @@ type Dispatcher struct {
 
 	stopRecover chan struct{}
 	recoverDone chan struct{}
+
+	// fault breaks the dispatcher on purpose, for the tests that show the
+	// end-to-end checks catch a broken dispatcher; always zero otherwise.
+	fault fault
 }
+
+type fault uint8
+
+const (
+	// faultNoClaim handles messages without claiming them first.
+	faultNoClaim fault = iota + 1
+	// faultRelease releases the lock after a message instead of handing
+	// it over, dropping the queue.
+	faultRelease
+)
 
 // New returns a dispatcher over store (whose namespace it uses for its
 // events and locks; give a bot a namespace of its own) and starts its
@@ -463,6 +477,9 @@ func (d *Dispatcher) Dispatch(ctx context.Context, routeName string, m Message) 
 	}
 	env := envelope{route: r.name, scope: m.Scope, payload: m.Payload}
 	c, err := d.ev.Claim(ctx, m.Key, env.encode(), d.cfg.Lease)
+	if d.fault == faultNoClaim {
+		c, err = botstate.Claim{Status: botstate.Claimed, Token: botstate.EventToken{Key: m.Key, ID: "unclaimed"}, Attempts: 1}, nil
+	}
 	if err != nil {
 		return 0, err
 	}

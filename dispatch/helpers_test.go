@@ -15,7 +15,7 @@ import (
 
 	"github.com/botstate/botstate"
 	_ "github.com/botstate/botstate/backend/mem"
-	// TEMP _ "github.com/botstate/botstate/backend/postgres"
+	_ "github.com/botstate/botstate/backend/postgres"
 	// TEMP _ "github.com/botstate/botstate/backend/redis"
 	"github.com/botstate/botstate/statetest"
 )

@@ -98,6 +98,11 @@ func (w *worker) run(first item, skipped []botstate.Entry) {
 			return
 		}
 		ctx, cancel := w.call()
+		if w.d.fault == faultRelease {
+			_, _ = w.d.lk.Release(ctx, w.lock)
+			cancel()
+			return
+		}
 		h, err := w.d.lk.Handover(ctx, w.lock, w.d.lockTTL)
 		cancel()
 		if err != nil {
@@ -327,6 +332,9 @@ func (w *worker) giveBack(it *item, claimErr error) {
 // settles the message by the outcome. It reports the lock lost.
 func (w *worker) handle(it *item) (lost bool) {
 	d := w.d
+	if ok, lost := w.fresh(it); !ok {
+		return lost
+	}
 	jctx, cancel := context.WithCancelCause(d.runCtx)
 	defer cancel(nil)
 	lctx, lhb := d.lk.Heartbeat(jctx, w.lock, d.lockTTL)
@@ -383,6 +391,36 @@ func (w *worker) handle(it *item) (lost bool) {
 	}
 	d.observe(o)
 	return lockErr != nil
+}
+
+// fresh makes sure the lock and its claim have most of their lease left
+// before a handler starts, renewing them when not: a process that was
+// stopped (or starved) past its leases learns here, before running the
+// handler, that another worker took its message or its scope over. ok is
+// false when the handler must not run; lost reports the lock lost.
+func (w *worker) fresh(it *item) (ok, lost bool) {
+	now := time.Now()
+	ctx, cancel := w.call()
+	defer cancel()
+	if now.Add(w.d.lockTTL / 2).After(w.lock.ExpiresAt) {
+		lk, err := w.d.lk.Extend(ctx, w.lock, w.d.lockTTL)
+		if err != nil {
+			w.giveBack(it, nil)
+			return false, true
+		}
+		w.lock = lk
+	}
+	if now.Add(w.d.cfg.Lease / 2).After(it.claim.LeaseUntil) {
+		until, err := w.d.ev.Extend(ctx, it.claim.Token, w.d.cfg.Lease)
+		if err != nil {
+			if !errors.Is(err, botstate.ErrNotOwner) {
+				w.giveBack(it, nil)
+			}
+			return false, false
+		}
+		it.claim.LeaseUntil = until
+	}
+	return true, false
 }
 
 func isPermanent(err error) bool {
