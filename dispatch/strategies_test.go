@@ -487,5 +487,3 @@ func TestBadInputIsRefused(t *testing.T) {
 		t.Fatalf("refused dispatches left events: %+v", ev)
 	}
 }
-
-
