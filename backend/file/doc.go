@@ -49,9 +49,13 @@
 // the commit, which is local and short.
 //
 // The rules of each domain are the pure functions of package driver
-// (ApplyClaim, ApplyFinish, ApplyAcquire, ... and MergeObjects), applied
-// inside the transaction, exactly as the in-memory backend applies them
-// under its mutexes.
+// (ApplyClaim, ApplyComplete, ApplyExtendEvent, ApplyReleaseEvent,
+// ApplyRetryEvent, ApplyAcquire, ApplyRelease, ApplyHandover, PruneLock, ...
+// and MergeObjects), applied inside the transaction, exactly as the
+// in-memory backend applies them under its mutexes: each method loads the
+// record, decides, and writes the record and its index entries back in the
+// one transaction. The listings (Due, Failed, Pending, Expired, Lapsed) are
+// one read transaction each.
 //
 // # Layout
 //
@@ -63,7 +67,8 @@
 //	events             ns\0key -> event
 //	event_order        ns\0seq -> key              insertion order (event limit)
 //	event_count        ns -> count                 keys per namespace (event limit)
-//	event_pending      ns\0 created key -> status  not completed, oldest first
+//	event_pending      ns\0 created key -> status  neither completed nor failed, oldest first
+//	event_failed       ns\0 created key -> status  failed, oldest first
 //	conversations      ns\0key
 //	subscriptions      ns\0thread                  thread order: listing is a range scan
 //	thread_state       ns\0id
@@ -71,6 +76,7 @@
 //	cache_values       ns\0key
 //	cache_lists        ns\0key
 //	locks              ns\0key
+//	lock_lapse         ns\0 lapse key -> until     locks lapsed from lapse until until
 //	alerts             ns\0channel\0uid
 //	issues             ns\0channel\0uid
 //	issue_open         ns\0channel\0correlation\0uid   open issues
@@ -78,18 +84,49 @@
 //	move_mappings      ns\0channel\0correlation
 //	processing_states  ns\0channel
 //	expiry             expires kind bucket-key     every item with a TTL
-//	meta               format -> layout version
+//	meta               format -> layout version (2)
 //
-// (In event_pending and expiry the time is 12 bytes that sort in time
-// order, and the kind is one byte, so they need no separator.) Values are a compact binary
-// encoding: varints, times as seconds and nanoseconds, nil kept apart from
-// empty; every value with a TTL starts with its expiry time.
+// (In event_pending, event_failed, lock_lapse and expiry the time is 12
+// bytes that sort in time order, and the kind is one byte, so they need no
+// separator.) Values are a compact binary encoding: varints, times as
+// seconds and nanoseconds, nil kept apart from empty; every value with a
+// TTL starts with its expiry time.
 //
 // Event limit: an insert that takes a namespace over its limit deletes the
 // oldest keys by insertion (the first entries of event_order) in the same
-// transaction. Pending and Expired walk event_pending, which holds only
-// unfinished events in CreatedAt order and carries each one's status, lease
-// and expiry, so they read only unfinished work and stop at the limit.
+// transaction.
+//
+// Event listings: Pending, Expired and Due walk event_pending, which holds
+// only unfinished events (recorded, claimed, released) in CreatedAt order
+// and carries each one's status, lease, expiry and retry time, so they
+// decide from the index entry, read only the events they return, and stop
+// at the limit: their cost is the unfinished events of the namespace older
+// than the last one returned, never the completed or failed ones. Failed
+// walks event_failed the same way.
+//
+// Lapsed locks: a lock record changes between writes only by the passage
+// of time, so every write computes when the record will be lapsed (no live
+// holder, a live entry waiting): from the end of its last holder's lease
+// until the end of its last entry, if that is later. lock_lapse holds that
+// window for every record that has one, by start time. LapsedLocks reads
+// the index entries of the namespace that started at or before now, keeps
+// those whose window is still open (exactly the lapsed locks, decided from
+// the index alone), sorts their keys and reads only the first limit
+// records: its cost is the number of lapsed locks of the namespace (plus
+// those whose window closed, until the reaper drops them), never the locks
+// held or idle.
+//
+// # Format versions
+//
+// The file records its layout version in meta. This build writes format 2
+// and reads format 1: Open upgrades a format-1 file in its first
+// transaction, building lock_lapse from the lock records (one pass over
+// them) and creating event_failed. Format 2 put every new field (an
+// event's LastError and RetryAt, a holder's Entry, a lock's Skipped, the
+// retry time in event_pending) in an optional tail at the end of the
+// value, written only when set, so format-1 values read with those fields
+// zero, and values without them are stored byte for byte as format 1 did.
+// A format-1 build refuses a format-2 file rather than misread it.
 //
 // # Expiry
 //
@@ -100,7 +137,8 @@
 // Config.SweepInterval (default 10s) by Config.Clock, deletes them from
 // that prefix in transactions of at most 1000 items, and stops on Close.
 // Lock records are reaped once idle past their idle expiry, or an hour after
-// their last holder and entry lapsed. bbolt reuses the pages freed this way,
+// their last holder and entry (holders' entries included) lapsed, with
+// their lock_lapse entry. bbolt reuses the pages freed this way,
 // so under a steady TTL workload the file stops growing (see
 // TestFileSizeBounded); it never shrinks by itself (bbolt compact does that
 // offline).

@@ -16,13 +16,16 @@ import (
 //   - event_order: ns\0 seq(8, big-endian) -> key, the insertion order, so
 //     an event limit evicts the oldest keys without a scan;
 //   - event_count: ns -> count(8), the keys the namespace holds;
-//   - event_pending: ns\0 created(12) key -> status, lease, expiry, for the
-//     events not completed, oldest first, so Pending and Expired read only
-//     unfinished work and decide from the index entry alone;
+//   - event_pending: ns\0 created(12) key -> status, lease, expiry, retry
+//     time, for the events neither completed nor failed, oldest first, so
+//     Pending, Expired and Due read only unfinished work and decide from the
+//     index entry alone;
+//   - event_failed: the same for the failed events, so Failed reads only
+//     them;
 //   - expiry: the retention end, for the reaper.
 
 func encodeEvent(e *driver.Event, seq uint64) []byte {
-	en := encoder{b: make([]byte, 0, 48+len(e.Key)+len(e.Token)+len(e.Payload)+len(e.Result))}
+	en := encoder{b: make([]byte, 0, 48+len(e.Key)+len(e.Token)+len(e.Payload)+len(e.Result)+len(e.LastError))}
 	en.time(e.ExpiresAt)
 	en.byte(byte(e.Status))
 	en.uint(seq)
@@ -32,6 +35,12 @@ func encodeEvent(e *driver.Event, seq uint64) []byte {
 	en.string(e.Token)
 	en.bytes(e.Payload)
 	en.bytes(e.Result)
+	// Tail (format 2): only when set, so the common event stays as short
+	// as format 1 wrote it.
+	if e.LastError != "" || !e.RetryAt.IsZero() {
+		en.string(e.LastError)
+		en.time(e.RetryAt)
+	}
 	return en.b
 }
 
@@ -47,6 +56,10 @@ func decodeEvent(k string, v []byte) (driver.Event, uint64, error) {
 	e.Token = d.string()
 	e.Payload = d.bytes()
 	e.Result = d.bytes()
+	if d.more() {
+		e.LastError = d.string()
+		e.RetryAt = d.time()
+	}
 	return e, seq, d.err
 }
 
@@ -69,12 +82,44 @@ func pendingKey(ns string, created time.Time, k string) []byte {
 	return append(b, k...)
 }
 
-func pendingValue(e *driver.Event) []byte {
-	en := encoder{b: make([]byte, 0, 16)}
+// indexValue is an event's entry in event_pending or event_failed: what the
+// listings decide by. The retry time is a tail, absent when zero (and in
+// format 1).
+func indexValue(e *driver.Event) []byte {
+	en := encoder{b: make([]byte, 0, 24)}
 	en.byte(byte(e.Status))
 	en.time(e.LeaseUntil)
 	en.time(e.ExpiresAt)
+	if !e.RetryAt.IsZero() {
+		en.time(e.RetryAt)
+	}
 	return en.b
+}
+
+// decodeIndexValue reads an indexValue back into the fields it holds.
+func decodeIndexValue(v []byte) (driver.Event, error) {
+	d := decoder{b: v}
+	var e driver.Event
+	e.Status = driver.EventStatus(d.byte())
+	e.LeaseUntil = d.time()
+	e.ExpiresAt = d.time()
+	if d.more() {
+		e.RetryAt = d.time()
+	}
+	return e, d.err
+}
+
+// eventIndex is the bucket that indexes events of status st by creation
+// time: event_pending for unfinished work, event_failed for failed events,
+// none for completed ones.
+func eventIndex(st driver.EventStatus) []byte {
+	switch st {
+	case driver.EventCompleted:
+		return nil
+	case driver.EventFailed:
+		return bFailed
+	}
+	return bPending
 }
 
 // putEvent stores e under its seq and moves its index entries from prev
@@ -85,17 +130,17 @@ func putEvent(tx *bolt.Tx, ns string, e *driver.Event, seq uint64, prev *driver.
 		return err
 	}
 	var oldExp time.Time
-	pend := tx.Bucket(bPending)
+	idx := eventIndex(e.Status)
 	if prev != nil {
 		oldExp = prev.ExpiresAt
-		if prev.Status != driver.EventCompleted && (e.Status == driver.EventCompleted || !prev.CreatedAt.Equal(e.CreatedAt)) {
-			if err := pend.Delete(pendingKey(ns, prev.CreatedAt, prev.Key)); err != nil {
+		if was := eventIndex(prev.Status); was != nil && (!bytes.Equal(was, idx) || !prev.CreatedAt.Equal(e.CreatedAt)) {
+			if err := tx.Bucket(was).Delete(pendingKey(ns, prev.CreatedAt, prev.Key)); err != nil {
 				return err
 			}
 		}
 	}
-	if e.Status != driver.EventCompleted {
-		if err := pend.Put(pendingKey(ns, e.CreatedAt, e.Key), pendingValue(e)); err != nil {
+	if idx != nil {
+		if err := tx.Bucket(idx).Put(pendingKey(ns, e.CreatedAt, e.Key), indexValue(e)); err != nil {
 			return err
 		}
 	}
@@ -150,8 +195,8 @@ func deleteEvent(tx *bolt.Tx, ns string, e *driver.Event, seq uint64) error {
 	if err := tx.Bucket(bEvents).Delete(k); err != nil {
 		return err
 	}
-	if e.Status != driver.EventCompleted {
-		if err := tx.Bucket(bPending).Delete(pendingKey(ns, e.CreatedAt, e.Key)); err != nil {
+	if idx := eventIndex(e.Status); idx != nil {
+		if err := tx.Bucket(idx).Delete(pendingKey(ns, e.CreatedAt, e.Key)); err != nil {
 			return err
 		}
 	}
@@ -287,7 +332,10 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 	return rep, outcome
 }
 
-func (d *Driver) finish(ctx context.Context, ns, k, token string, complete bool, result []byte, now, expiresAt time.Time) error {
+// update applies fn to the live event (found false when absent or expired)
+// in one transaction and stores what it returns; an error from fn is the
+// call's outcome and nothing is written.
+func (d *Driver) update(ctx context.Context, ns, k string, now time.Time, fn func(cur driver.Event, found bool) (driver.Event, error)) error {
 	var outcome error
 	err := d.write(ctx, func(tx *bolt.Tx) error {
 		outcome = nil
@@ -295,9 +343,14 @@ func (d *Driver) finish(ctx context.Context, ns, k, token string, complete bool,
 		if err != nil {
 			return err
 		}
-		next, err := driver.ApplyFinish(cur, live, token, complete, result, expiresAt)
+		next, err := fn(cur, live)
 		if err != nil {
 			outcome = err
+			return nil
+		}
+		if !live {
+			// Every rule refuses an absent event; never reached.
+			outcome = driver.ErrNotFound
 			return nil
 		}
 		return putEvent(tx, ns, &next, seq, &cur)
@@ -310,35 +363,52 @@ func (d *Driver) finish(ctx context.Context, ns, k, token string, complete bool,
 
 // CompleteEvent implements driver.Events.
 func (d *Driver) CompleteEvent(ctx context.Context, ns, k, token string, result []byte, now, expiresAt time.Time) error {
-	return d.finish(ctx, ns, k, token, true, result, now, expiresAt)
+	return d.update(ctx, ns, k, now, func(cur driver.Event, found bool) (driver.Event, error) {
+		return driver.ApplyComplete(cur, found, token, result, expiresAt)
+	})
+}
+
+// ExtendEvent implements driver.Events.
+func (d *Driver) ExtendEvent(ctx context.Context, ns, k, token string, now, leaseUntil, expiresAt time.Time) error {
+	return d.update(ctx, ns, k, now, func(cur driver.Event, found bool) (driver.Event, error) {
+		return driver.ApplyExtendEvent(cur, found, token, leaseUntil, expiresAt)
+	})
 }
 
 // ReleaseEvent implements driver.Events.
-func (d *Driver) ReleaseEvent(ctx context.Context, ns, k, token string, now time.Time) error {
-	return d.finish(ctx, ns, k, token, false, nil, now, time.Time{})
+func (d *Driver) ReleaseEvent(ctx context.Context, ns string, r driver.ReleaseRequest) error {
+	return d.update(ctx, ns, r.Key, r.Now, func(cur driver.Event, found bool) (driver.Event, error) {
+		return driver.ApplyReleaseEvent(cur, found, r)
+	})
 }
 
-// unfinished returns, oldest first, up to limit (all when limit <= 0) live
-// unfinished events of ns that keep accepts, judged from the pending index
-// entry alone; only the events returned are read.
-func (d *Driver) unfinished(ctx context.Context, ns string, now time.Time, limit int, keep func(st driver.EventStatus, lease time.Time) bool) ([]driver.Event, error) {
+// RetryEvent implements driver.Events.
+func (d *Driver) RetryEvent(ctx context.Context, ns, k string, now, expiresAt time.Time) error {
+	return d.update(ctx, ns, k, now, func(cur driver.Event, found bool) (driver.Event, error) {
+		return driver.ApplyRetryEvent(cur, found, expiresAt)
+	})
+}
+
+// listIndexed returns, oldest first, up to limit (all when limit <= 0) live
+// events of ns indexed in bucket idx (event_pending or event_failed) that
+// keep accepts, judged from the index entry alone (status, lease, expiry
+// and retry time); only the events returned are read.
+func (d *Driver) listIndexed(ctx context.Context, idx []byte, ns string, now time.Time, limit int, keep func(e *driver.Event) bool) ([]driver.Event, error) {
 	var out []driver.Event
 	err := d.read(ctx, func(tx *bolt.Tx) error {
 		out = nil
 		p := prefix(ns)
 		var keys []string
-		c := tx.Bucket(bPending).Cursor()
+		c := tx.Bucket(idx).Cursor()
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
 			if limit > 0 && len(keys) >= limit {
 				break
 			}
-			dv := decoder{b: v}
-			st := driver.EventStatus(dv.byte())
-			lease, exp := dv.time(), dv.time()
-			if dv.err != nil {
-				return dv.err
+			e, err := decodeIndexValue(v)
+			if err != nil {
+				return err
 			}
-			if !driver.Live(exp, now) || !keep(st, lease) || len(k) < len(p)+sortTimeLen {
+			if !driver.Live(e.ExpiresAt, now) || !keep(&e) || len(k) < len(p)+sortTimeLen {
 				continue
 			}
 			keys = append(keys, string(k[len(p)+sortTimeLen:]))
@@ -357,14 +427,24 @@ func (d *Driver) unfinished(ctx context.Context, ns string, now time.Time, limit
 	return out, err
 }
 
-// ExpiredEvents implements driver.Events.
+// ExpiredEvents implements driver.Events by walking event_pending.
 func (d *Driver) ExpiredEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
-	return d.unfinished(ctx, ns, now, limit, func(st driver.EventStatus, lease time.Time) bool {
-		return st == driver.EventClaimed && !lease.After(now)
+	return d.listIndexed(ctx, bPending, ns, now, limit, func(e *driver.Event) bool {
+		return e.Status == driver.EventClaimed && !e.LeaseUntil.After(now)
 	})
 }
 
-// PendingEvents implements driver.Events.
+// DueEvents implements driver.Events by walking event_pending.
+func (d *Driver) DueEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	return d.listIndexed(ctx, bPending, ns, now, limit, func(e *driver.Event) bool { return driver.EventDue(e, now) })
+}
+
+// FailedEvents implements driver.Events by walking event_failed.
+func (d *Driver) FailedEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	return d.listIndexed(ctx, bFailed, ns, now, limit, func(*driver.Event) bool { return true })
+}
+
+// PendingEvents implements driver.Events by walking event_pending.
 func (d *Driver) PendingEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
-	return d.unfinished(ctx, ns, now, limit, func(driver.EventStatus, time.Time) bool { return true })
+	return d.listIndexed(ctx, bPending, ns, now, limit, driver.EventPending)
 }

@@ -41,9 +41,12 @@ const reapBatch = 1000
 // maxGroup bounds the calls one group commit applies in one transaction.
 const maxGroup = 1000
 
-// formatVersion is the layout this build reads and writes, kept in the meta
-// bucket; a file of another version is refused rather than misread.
-const formatVersion = 1
+// formatVersion is the layout this build writes, kept in the meta bucket.
+// It reads format 1 too: Open upgrades such a file in place (see upgrade).
+// A file of any other version is refused rather than misread, and so is a
+// format-2 file by a format-1 build, which would take failed events for
+// claimable ones and drop the entries of holders and skipped entries.
+const formatVersion = 2
 
 // Bucket names. Each domain has its own top-level bucket whose keys start
 // with the namespace and a NUL; see doc.go for the layout.
@@ -53,6 +56,7 @@ var (
 	bEventOrder  = []byte("event_order")
 	bEventCount  = []byte("event_count")
 	bPending     = []byte("event_pending")
+	bFailed      = []byte("event_failed")
 	bConvs       = []byte("conversations")
 	bSubs        = []byte("subscriptions")
 	bThreadDocs  = []byte("thread_state")
@@ -60,6 +64,7 @@ var (
 	bCache       = []byte("cache_values")
 	bLists       = []byte("cache_lists")
 	bLocks       = []byte("locks")
+	bLockLapse   = []byte("lock_lapse")
 	bAlerts      = []byte("alerts")
 	bIssues      = []byte("issues")
 	bIssueOpen   = []byte("issue_open")
@@ -68,8 +73,8 @@ var (
 	bStates      = []byte("processing_states")
 	bExpiry      = []byte("expiry")
 
-	allBuckets = [][]byte{bMeta, bEvents, bEventOrder, bEventCount, bPending, bConvs, bSubs,
-		bThreadDocs, bChannelDocs, bCache, bLists, bLocks, bAlerts, bIssues, bIssueOpen,
+	allBuckets = [][]byte{bMeta, bEvents, bEventOrder, bEventCount, bPending, bFailed, bConvs, bSubs,
+		bThreadDocs, bChannelDocs, bCache, bLists, bLocks, bLockLapse, bAlerts, bIssues, bIssueOpen,
 		bIssuePost, bMappings, bStates, bExpiry}
 )
 
@@ -231,10 +236,17 @@ func open(o options, cfg driver.Config) (*Driver, error) {
 		}
 		meta := tx.Bucket(bMeta)
 		if v := meta.Get([]byte("format")); v != nil {
-			if n, err := strconv.Atoi(string(v)); err != nil || n != formatVersion {
-				return fmt.Errorf("file format version %q, this build reads %d", v, formatVersion)
+			n, err := strconv.Atoi(string(v))
+			switch {
+			case err == nil && n == formatVersion:
+				return nil
+			case err == nil && n == 1:
+				if err := upgrade(tx); err != nil {
+					return fmt.Errorf("upgrade from format 1: %w", err)
+				}
+			default:
+				return fmt.Errorf("file format version %q, this build reads 1 and %d", v, formatVersion)
 			}
-			return nil
 		}
 		return meta.Put([]byte("format"), []byte(strconv.Itoa(formatVersion)))
 	})
@@ -257,6 +269,29 @@ func open(o options, cfg driver.Config) (*Driver, error) {
 		driver.Every(d.stop, every, func() { _, _ = d.reap(d.clock()) })
 	}()
 	return d, nil
+}
+
+// upgrade brings a format-1 file to format 2 inside Open's transaction.
+// Format 2 adds fields in optional tails (absent reads as zero, see
+// codec.go) and two indexes: event_failed starts empty, as format 1 had no
+// failed events, and lock_lapse is built from the lock records, one pass
+// over the locks bucket.
+func upgrade(tx *bolt.Tx) error {
+	c := tx.Bucket(bLocks).Cursor()
+	for bk, v := c.First(); bk != nil; bk, v = c.Next() {
+		ns, k, ok := splitNS(bk)
+		if !ok {
+			continue
+		}
+		st, err := decodeLock(k, v)
+		if err != nil {
+			return err
+		}
+		if err := setLapse(tx, ns, k, lapseMark{}, lapseOf(&st)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Path returns the file's path as the URL gave it.

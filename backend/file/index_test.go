@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,8 +22,8 @@ import (
 )
 
 // checkIndexes verifies that every index holds exactly the entries the
-// stored items call for: the expiry index, the event order, counts and
-// pending index, and the issue indexes.
+// stored items call for: the expiry index, the event order, counts, pending
+// and failed indexes, the lock lapse index, and the issue indexes.
 func checkIndexes(t testing.TB, d *Driver) {
 	t.Helper()
 	if err := d.db.View(verifyIndexes); err != nil {
@@ -44,6 +45,8 @@ func verifyIndexes(tx *bolt.Tx) error {
 	order := map[string]string{}
 	counts := map[string]string{}
 	pending := map[string]string{}
+	failed := map[string]string{}
+	lapse := map[string]string{}
 	n := map[string]uint64{}
 	for bk, v := range contents(tx, bEvents) {
 		ns, k, _ := splitNS([]byte(bk))
@@ -53,8 +56,12 @@ func verifyIndexes(tx *bolt.Tx) error {
 		}
 		n[ns]++
 		order[string(orderKey(ns, seq))] = k
-		if e.Status != driver.EventCompleted {
-			pending[string(pendingKey(ns, e.CreatedAt, k))] = string(pendingValue(&e))
+		switch e.Status {
+		case driver.EventCompleted:
+		case driver.EventFailed:
+			failed[string(pendingKey(ns, e.CreatedAt, k))] = string(indexValue(&e))
+		default:
+			pending[string(pendingKey(ns, e.CreatedAt, k))] = string(indexValue(&e))
 		}
 		if !e.ExpiresAt.IsZero() {
 			expiry[string(expiryKey(e.ExpiresAt, kEvent, []byte(bk)))] = ""
@@ -75,13 +82,18 @@ func verifyIndexes(tx *bolt.Tx) error {
 		}
 	}
 	for bk, v := range contents(tx, bLocks) {
-		_, k, _ := splitNS([]byte(bk))
+		ns, k, _ := splitNS([]byte(bk))
 		st, err := decodeLock(k, []byte(v))
 		if err != nil {
 			return fmt.Errorf("lock %q: %v", bk, err)
 		}
 		if at := lockReapAt(&st); !at.IsZero() {
 			expiry[string(expiryKey(at, kLock, []byte(bk)))] = ""
+		}
+		if m := lapseOf(&st); m.indexed {
+			en := encoder{}
+			en.time(m.until)
+			lapse[string(lapseKey(ns, m.at, k))] = string(en.b)
 		}
 	}
 	open, post := map[string]string{}, map[string]string{}
@@ -105,7 +117,7 @@ func verifyIndexes(tx *bolt.Tx) error {
 	for _, c := range []struct {
 		name []byte
 		want map[string]string
-	}{{bExpiry, expiry}, {bEventOrder, order}, {bEventCount, counts}, {bPending, pending}, {bIssueOpen, open}, {bIssuePost, post}} {
+	}{{bExpiry, expiry}, {bEventOrder, order}, {bEventCount, counts}, {bPending, pending}, {bFailed, failed}, {bLockLapse, lapse}, {bIssueOpen, open}, {bIssuePost, post}} {
 		got := contents(tx, c.name)
 		if !maps.Equal(got, c.want) {
 			var extra, missing []string
@@ -340,5 +352,49 @@ func TestFileSizeBounded(t *testing.T) {
 		t.Fatalf("without the reaper the high-water mark stayed at %d (bound %d): the test cannot tell", grown, usedBound)
 	} else {
 		t.Logf("without the reaper, %d more rounds take the high-water mark from %d to %d bytes", control, usedBound, grown)
+	}
+}
+
+// TestLapseOfMatchesLockLapsed: the lock_lapse mark of a record says, at
+// every time, what driver.LockLapsed says of the record pruned at that
+// time, for random holders and entries (lapsing at some of the probed
+// times, or never), so LapsedLocks can decide from the index alone.
+func TestLapseOfMatchesLockLapsed(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rng := rand.New(rand.NewPCG(1, 2))
+	// at picks an expiry among the probed times, or zero (never).
+	at := func() time.Time {
+		if rng.IntN(6) == 0 {
+			return time.Time{}
+		}
+		return base.Add(time.Duration(rng.IntN(8)) * time.Second)
+	}
+	entry := func() driver.Entry { return driver.Entry{Payload: []byte("e"), EnqueuedAt: base, ExpiresAt: at()} }
+	for i := range 20000 {
+		var st driver.LockState
+		for range rng.IntN(3) {
+			h := driver.Holder{Owner: "w", ExpiresAt: at()}
+			if rng.IntN(2) == 0 {
+				e := entry()
+				h.Entry = &e
+			}
+			st.Holders = append(st.Holders, h)
+		}
+		for range rng.IntN(3) {
+			st.Pending = append(st.Pending, entry())
+		}
+		m := lapseOf(&st)
+		for s := -1; s <= 9; s++ {
+			now := base.Add(time.Duration(s) * time.Second)
+			c := st
+			c.Holders = slices.Clone(st.Holders)
+			c.Pending = slices.Clone(st.Pending)
+			driver.PruneLock(&c, now)
+			want := driver.LockLapsed(&c)
+			got := m.indexed && !m.at.After(now) && driver.Live(m.until, now)
+			if got != want {
+				t.Fatalf("case %d at +%ds: index says lapsed=%v, PruneLock+LockLapsed %v; mark %+v, record %+v", i, s, got, want, m, st)
+			}
+		}
 	}
 }

@@ -192,20 +192,17 @@ func importRecord(tx *bolt.Tx, r *driver.Record) error {
 	case driver.KindCacheList:
 		return putPlain(tx, bLists, kCacheList, key(ns, r.Key), encodeList(r.Values, r.ExpiresAt), r.ExpiresAt)
 	case driver.KindLock:
-		st := driver.LockState{Key: r.Key, Holders: r.Holders, Pending: r.Pending, Fence: r.Fence, ExpiresAt: r.ExpiresAt}
-		b, bk := tx.Bucket(bLocks), key(ns, r.Key)
-		var old time.Time
-		if v := b.Get(bk); v != nil {
+		st := r.Lock()
+		bk := key(ns, r.Key)
+		var old lockMarks
+		if v := tx.Bucket(bLocks).Get(bk); v != nil {
 			cur, err := decodeLock(r.Key, v)
 			if err != nil {
 				return err
 			}
-			old = lockReapAt(&cur)
+			old = marksOf(&cur)
 		}
-		if err := b.Put(bk, encodeLock(&st)); err != nil {
-			return err
-		}
-		return setExpiry(tx, kLock, bk, old, lockReapAt(&st))
+		return putLock(tx, ns, r.Key, bk, old, &st)
 	case driver.KindAlert:
 		a := r.Alert()
 		return putPlain(tx, bAlerts, kAlert, key(ns, a.Channel, a.UniqueID), encodeAlert(&a), a.ExpiresAt)
