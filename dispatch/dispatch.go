@@ -45,6 +45,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/botstate/botstate"
@@ -327,16 +328,21 @@ type Dispatcher struct {
 	lockTTL time.Duration
 	log     *slog.Logger
 
-	// runCtx is the parent of every handler's context; cancelRun ends it
-	// when Close gives up waiting.
+	// runCtx bounds the recovery loop; cancelRun ends it when Close gives
+	// up waiting. Workers have contexts of their own (a shared parent would
+	// make every handler's context contend for its lock).
 	runCtx    context.Context
 	cancelRun context.CancelCauseFunc
 
-	mu      sync.Mutex
-	routes  map[string]*route
-	running map[string]map[*worker]struct{} // by lock key, for interrupts
-	closing bool
-	workers sync.WaitGroup
+	mu      sync.Mutex // serializes Handle and the start of Close
+	routes  atomic.Pointer[map[string]*route]
+	closing atomic.Bool
+	// shutdown is set when Close stops waiting: workers cancel themselves.
+	shutdown atomic.Bool
+	workers  sync.WaitGroup
+	live     sync.Map // *worker -> struct{}: every running worker
+	// interruptible holds, by lock key, the workers of Interrupt policies.
+	interruptible sync.Map // string -> *sync.Map of *worker
 
 	stopRecover chan struct{}
 	recoverDone chan struct{}
@@ -387,9 +393,9 @@ func New(store *botstate.Store, cfg Config) (*Dispatcher, error) {
 	d := &Dispatcher{
 		store: store, ev: store.Events(), lk: store.Locks(), cfg: cfg,
 		lockTTL: cfg.Lease + cfg.Lease/2, log: cfg.Logger.With("owner", cfg.Owner),
-		routes: map[string]*route{}, running: map[string]map[*worker]struct{}{},
 		stopRecover: make(chan struct{}), recoverDone: make(chan struct{}),
 	}
+	d.routes.Store(&map[string]*route{})
 	d.runCtx, d.cancelRun = context.WithCancelCause(context.Background())
 	if cfg.RecoverEvery > 0 {
 		go d.recoverLoop()
@@ -421,20 +427,24 @@ func (d *Dispatcher) Handle(name string, r Route) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, dup := d.routes[name]; dup {
+	old := *d.routes.Load()
+	if _, dup := old[name]; dup {
 		return fmt.Errorf("dispatch.Handle: route %q registered twice: %w", name, botstate.ErrInvalidArgument)
 	}
-	d.routes[name] = &route{name: name, Route: r}
+	routes := make(map[string]*route, len(old)+1)
+	for k, v := range old {
+		routes[k] = v
+	}
+	routes[name] = &route{name: name, Route: r}
+	d.routes.Store(&routes)
 	return nil
 }
 
 func (d *Dispatcher) route(name string) (*route, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closing {
+	if d.closing.Load() {
 		return nil, fmt.Errorf("dispatch: %w", botstate.ErrClosed)
 	}
-	r, ok := d.routes[name]
+	r, ok := (*d.routes.Load())[name]
 	if !ok {
 		return nil, fmt.Errorf("dispatch: no route %q: %w", name, botstate.ErrInvalidArgument)
 	}
@@ -578,46 +588,47 @@ func (d *Dispatcher) observe(o Observation) {
 // startWorker runs a worker for a lock this process holds; false when the
 // dispatcher is closing (the lock is then abandoned for another process).
 func (d *Dispatcher) startWorker(r *route, pol Policy, key, scope string, lk botstate.Lock, first item, skipped []botstate.Entry) bool {
-	w := &worker{d: d, r: r, pol: pol, key: key, scope: scope, lock: lk}
-	d.mu.Lock()
-	if d.closing {
-		d.mu.Unlock()
+	d.workers.Add(1) // before the check, so that Close waits for it
+	if d.closing.Load() {
+		d.workers.Done()
 		d.background(func(ctx context.Context) error { return d.lk.Abandon(ctx, lk) })
 		return false
 	}
-	if d.running[key] == nil {
-		d.running[key] = map[*worker]struct{}{}
+	w := &worker{d: d, r: r, pol: pol, key: key, scope: scope, lock: lk}
+	w.ctx, w.cancel = context.WithCancelCause(context.Background())
+	d.live.Store(w, struct{}{})
+	if pol.Interrupt {
+		set, _ := d.interruptible.LoadOrStore(key, &sync.Map{})
+		set.(*sync.Map).Store(w, struct{}{})
 	}
-	d.running[key][w] = struct{}{}
-	d.workers.Add(1)
-	d.mu.Unlock()
+	if d.shutdown.Load() {
+		w.cancel(ErrShutdown)
+	}
 	go w.run(first, skipped)
 	return true
 }
 
 func (d *Dispatcher) workerDone(w *worker) {
-	d.mu.Lock()
-	delete(d.running[w.key], w)
-	if len(d.running[w.key]) == 0 {
-		delete(d.running, w.key)
+	if w.pol.Interrupt {
+		if set, ok := d.interruptible.Load(w.key); ok {
+			set.(*sync.Map).Delete(w)
+		}
 	}
-	d.mu.Unlock()
+	d.live.Delete(w)
+	w.cancel(nil)
 	d.workers.Done()
 }
 
 func (d *Dispatcher) interruptLocal(key string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for w := range d.running[key] {
-		w.interrupt()
+	if set, ok := d.interruptible.Load(key); ok {
+		set.(*sync.Map).Range(func(w, _ any) bool {
+			w.(*worker).interrupt()
+			return true
+		})
 	}
 }
 
-func (d *Dispatcher) isClosing() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.closing
-}
+func (d *Dispatcher) isClosing() bool { return d.closing.Load() }
 
 // Close stops accepting messages and the recovery loop, lets running
 // handlers finish, and leaves queued messages for the other processes. When
@@ -626,8 +637,8 @@ func (d *Dispatcher) isClosing() bool {
 // then returns ctx's error. Closing twice waits again.
 func (d *Dispatcher) Close(ctx context.Context) error {
 	d.mu.Lock()
-	if !d.closing {
-		d.closing = true
+	if !d.closing.Load() {
+		d.closing.Store(true)
 		close(d.stopRecover)
 	}
 	d.mu.Unlock()
@@ -641,7 +652,12 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		d.shutdown.Store(true)
 		d.cancelRun(ErrShutdown)
+		d.live.Range(func(w, _ any) bool {
+			w.(*worker).cancel(ErrShutdown)
+			return true
+		})
 		<-done
 		return ctx.Err()
 	}

@@ -38,6 +38,10 @@ type worker struct {
 	pol        Policy
 	key, scope string
 	lock       botstate.Lock
+	// ctx is the worker's own; cancel ends it (cause ErrShutdown) when
+	// Close stops waiting.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
 	// skipped are the messages to tell the next handler about.
 	skipped []Message
 
@@ -288,7 +292,7 @@ func (w *worker) takeSkipped(es []botstate.Entry) {
 // hold keeps the lock and its claim for d (a quiet period). It clears
 // it when the claim was lost, and reports the lock lost.
 func (w *worker) hold(it *item, d time.Duration) (lost bool, err error) {
-	lctx, lhb := w.d.lk.Heartbeat(w.d.runCtx, w.lock, w.d.lockTTL)
+	lctx, lhb := w.d.lk.Heartbeat(w.ctx, w.lock, w.d.lockTTL)
 	cctx, chb := w.d.ev.Heartbeat(lctx, it.claim, w.d.cfg.Lease)
 	t := time.NewTimer(d)
 	select {
@@ -308,7 +312,7 @@ func (w *worker) hold(it *item, d time.Duration) (lost bool, err error) {
 		return false, nil
 	}
 	it.claim = c
-	if err := w.d.runCtx.Err(); err != nil {
+	if err := w.ctx.Err(); err != nil {
 		w.giveBack(it, nil)
 		*it = item{}
 	}
@@ -335,26 +339,21 @@ func (w *worker) handle(it *item) (lost bool) {
 	if ok, lost := w.fresh(it); !ok {
 		return lost
 	}
-	jctx, cancel := context.WithCancelCause(d.runCtx)
+	jctx, cancel := context.WithCancelCause(w.ctx)
 	defer cancel(nil)
-	lctx, lhb := d.lk.Heartbeat(jctx, w.lock, d.lockTTL)
-	cctx, chb := d.ev.Heartbeat(lctx, it.claim, d.cfg.Lease)
+	ka := w.keepAlive(jctx, cancel, it)
 	w.setCancel(cancel)
-	stopPoll := w.pollInterrupts(cctx, cancel)
+	stopPoll := w.pollInterrupts(jctx, cancel)
 	job := &Job{Message: it.msg, Route: w.r.name, Attempt: it.claim.Attempts, Skipped: w.skipped}
 	w.skipped = nil
 	start := time.Now()
-	err := safeCall(w.r.Handler, cctx, job)
+	err := safeCall(w.r.Handler, jctx, job)
 	o := w.obs(it, 0)
 	o.Latency = time.Since(start)
 	stopPoll()
 	w.setCancel(nil)
-	cause := context.Cause(cctx)
-	_, claimErr := chb.Stop()
-	lk, lockErr := lhb.Stop()
-	if lockErr == nil {
-		w.lock = lk
-	}
+	cause := context.Cause(jctx)
+	claimErr, lockErr := ka.stop()
 	ctx, cancelCall := w.call()
 	defer cancelCall()
 	tok := it.claim.Token
@@ -421,6 +420,80 @@ func (w *worker) fresh(it *item) (ok, lost bool) {
 		it.claim.LeaseUntil = until
 	}
 	return true, false
+}
+
+// keepAlive renews the lock and a claim while a handler runs. Renewal
+// starts only when a third of the lease has passed (with an immediate
+// renewal, then Heartbeat's), so a quick handler costs one timer and no
+// goroutine. A loss cancels the handler's context with the heartbeat's
+// cause (botstate.ErrLockLost or botstate.ErrClaimLost).
+type keepAlive struct {
+	w      *worker
+	mu     sync.Mutex
+	timer  *time.Timer
+	lhb    *botstate.Heartbeat
+	chb    *botstate.ClaimHeartbeat
+	lost   error // a loss found by the first renewal
+	claim  botstate.Claim
+	halted bool
+}
+
+func (w *worker) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, it *item) *keepAlive {
+	k := &keepAlive{w: w, claim: it.claim}
+	k.timer = time.AfterFunc(w.d.cfg.Lease/3, func() {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if k.halted {
+			return
+		}
+		rctx, rcancel := context.WithTimeout(ctx, w.d.cfg.Lease/3)
+		defer rcancel()
+		lk, err := w.d.lk.Extend(rctx, w.lock, w.d.lockTTL)
+		if err != nil {
+			k.lost = fmt.Errorf("%w: %v", botstate.ErrLockLost, err)
+			cancel(botstate.ErrLockLost)
+			return
+		}
+		w.lock = lk
+		until, err := w.d.ev.Extend(rctx, k.claim.Token, w.d.cfg.Lease)
+		if err != nil {
+			k.lost = fmt.Errorf("%w: %v", botstate.ErrClaimLost, err)
+			cancel(botstate.ErrClaimLost)
+			return
+		}
+		k.claim.LeaseUntil = until
+		lctx, lhb := w.d.lk.Heartbeat(ctx, w.lock, w.d.lockTTL)
+		cctx, chb := w.d.ev.Heartbeat(lctx, k.claim, w.d.cfg.Lease)
+		k.lhb, k.chb = lhb, chb
+		context.AfterFunc(cctx, func() {
+			if c := context.Cause(cctx); errors.Is(c, botstate.ErrNotOwner) {
+				cancel(c)
+			}
+		})
+	})
+	return k
+}
+
+// stop ends the renewals and reports a lost claim or a lost lock.
+func (k *keepAlive) stop() (claimErr, lockErr error) {
+	k.timer.Stop()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.halted = true
+	switch {
+	case errors.Is(k.lost, botstate.ErrLockLost):
+		return nil, k.lost
+	case k.lost != nil:
+		return k.lost, nil
+	case k.lhb == nil:
+		return nil, nil
+	}
+	_, claimErr = k.chb.Stop()
+	lk, lockErr := k.lhb.Stop()
+	if lockErr == nil {
+		k.w.lock = lk
+	}
+	return claimErr, lockErr
 }
 
 func isPermanent(err error) bool {

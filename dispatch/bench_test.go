@@ -1,0 +1,147 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/botstate/botstate"
+)
+
+// BenchmarkDispatch measures messages per second through the dispatcher
+// with a no-op handler, each message on its own scope, against the bare
+// sequence of store calls the dispatcher makes for such a message (Claim,
+// Acquire, Complete, Handover), from the same number of goroutines, in the
+// same run. Each dispatching goroutine waits until its message was handled
+// before it sends the next, as the bare sequence waits for its calls. Run it with
+//
+//	go test -run '^$' -bench Dispatch -benchtime 20000x ./dispatch/
+//
+// (scripts/test.sh sets BOTSTATE_REDIS_URL for the Redis case).
+func BenchmarkDispatch(b *testing.B) {
+	urls := map[string]string{"mem": "mem://"}
+	if u := os.Getenv("BOTSTATE_REDIS_URL"); u != "" {
+		urls["redis"] = u
+	}
+	if u := os.Getenv("BOTSTATE_POSTGRES_URL"); u != "" {
+		urls["postgres"] = u
+	}
+	for _, name := range []string{"mem", "redis", "postgres"} {
+		url, ok := urls[name]
+		if !ok {
+			continue
+		}
+		workers := runtime.GOMAXPROCS(0) * 4
+		if name != "mem" {
+			workers = 64
+		}
+		b.Run(name+"/bare", func(b *testing.B) { benchBare(b, url, workers) })
+		b.Run(name+"/dispatch", func(b *testing.B) { benchDispatch(b, url, workers) })
+	}
+}
+
+func benchStore(b *testing.B, url string) *botstate.Store {
+	st, err := botstate.Open(context.Background(), url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st.Namespace(uniqueNS())
+}
+
+// spread runs fn(i) for i in [0, b.N) on workers goroutines.
+func spread(b *testing.B, workers int, fn func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= b.N {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func report(b *testing.B, start time.Time) {
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+func benchBare(b *testing.B, url string, workers int) {
+	st := benchStore(b, url)
+	ev, lk := st.Events(), st.Locks()
+	ctx := context.Background()
+	pol := Policy{}.lockPolicy(DefaultLease + DefaultLease/2)
+	b.ResetTimer()
+	start := time.Now()
+	spread(b, workers, func(i int) {
+		key := fmt.Sprintf("m%d", i)
+		env := envelope{route: "r", scope: key, payload: []byte("payload")}
+		c, err := ev.Claim(ctx, key, env.encode(), DefaultLease)
+		if err != nil || c.Status != botstate.Claimed {
+			b.Error(err, c.Status)
+			return
+		}
+		e := entry{key: key, token: c.Token.ID, payload: []byte("payload")}
+		r, err := lk.Acquire(ctx, lockKey("r", key), "owner", e.encode(), pol)
+		if err != nil || r.Status != botstate.Acquired {
+			b.Error(err, r.Status)
+			return
+		}
+		if err := ev.Complete(ctx, c.Token, nil); err != nil {
+			b.Error(err)
+		}
+		if _, err := lk.Handover(ctx, r.Lock, DefaultLease); err != nil {
+			b.Error(err)
+		}
+	})
+	report(b, start)
+}
+
+func benchDispatch(b *testing.B, url string, workers int) {
+	st := benchStore(b, url)
+	d, err := New(st, Config{RecoverEvery: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Each goroutine waits for its message's handler, as the bare sequence
+	// waits for its calls: the same concurrency on both sides.
+	var waiting sync.Map // key -> chan struct{}
+	if err := d.Handle("r", Route{Handler: func(_ context.Context, job *Job) error {
+		if ch, ok := waiting.Load(job.Key); ok {
+			close(ch.(chan struct{}))
+		}
+		return nil
+	}}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	spread(b, workers, func(i int) {
+		key := fmt.Sprintf("m%d", i)
+		ch := make(chan struct{})
+		waiting.Store(key, ch)
+		if _, err := d.Dispatch(ctx, "r", Message{Key: key, Scope: key, Payload: []byte("payload")}); err != nil {
+			b.Error(err)
+		}
+		<-ch
+		waiting.Delete(key)
+	})
+	report(b, start)
+	b.StopTimer()
+	if err := d.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
