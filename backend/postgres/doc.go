@@ -26,15 +26,23 @@
 // replicas starting at once migrate safely; schema_migrations records each
 // version applied. Tables are named for what they hold — events,
 // conversations, subscriptions, thread_state, channel_state, cache_values,
-// cache_lists, locks, lock_entries, alerts, issues, move_mappings,
-// channel_processing_state — and every primary key starts with namespace,
-// so namespaces never see each other's rows. Keys use the "C" collation
-// (bytewise order, as every backend orders them). Times are timestamptz
-// (microseconds; botstate hands backends microsecond times), NULL for
-// "never expires". Event payloads, results and cache values are bytea;
-// incident bodies are bytea too, kept byte for byte (read them with
+// cache_lists, locks, lock_entries, lock_skipped, alerts, issues,
+// move_mappings, channel_processing_state — and every primary key starts
+// with namespace, so namespaces never see each other's rows. Keys use the
+// "C" collation (bytewise order, as every backend orders them). Times are
+// timestamptz (microseconds; botstate hands backends microsecond times),
+// NULL for "never expires". Event payloads, results and cache values are
+// bytea; incident bodies are bytea too, kept byte for byte (read them with
 // convert_from(body, 'UTF8')); conversation and thread/channel data are
 // JSON objects stored as text.
+//
+// An event row keeps its status (recorded, claimed, released, completed,
+// failed), the claim's token and lease end, attempts, last_error and
+// retry_at (NULL: none, due at once). A lock is its row in locks (fence,
+// idle expiry, holders as a JSON array of driver.Holder, each with the
+// entry it handles), its pending entries (lock_entries, in seq order; an
+// entry put back at the front gets a seq below the lowest) and its skipped
+// entries (lock_skipped, in seq order, at most driver.MaxSkipped).
 //
 // # Atomicity, operation by operation
 //
@@ -46,17 +54,30 @@
 //     row over and leaves a live one untouched. Each statement decides alone
 //     and atomically; the first changes nothing when it does not insert.
 //   - Claim: the same plain insert for a new key; on conflict, an upsert
-//     whose WHERE takes over a row that expired, was released, or whose
-//     lease ended — judged by PostgreSQL on the latest committed row, under
-//     its row lock, so two claims never both win — RETURNING the stored
-//     row's attempts, created_at, result and (when not the one given)
-//     payload. When that takes nothing, the row is read to report
-//     InProgress or Completed; if the read finds it absent or claimable
-//     after all (it changed in between), the claim runs again. Reclaim is
-//     one UPDATE ... WHERE claimable with a UNION ALL branch returning the
-//     row it did not take.
-//   - Complete and Release: UPDATE ... WHERE status = 'claimed' AND token =
-//     $token; no row updated is ErrNotOwner.
+//     whose WHERE takes over a row that expired, was released and is due
+//     (retry_at passed), or whose lease ended — judged by PostgreSQL on the
+//     latest committed row, under its row lock, so two claims never both
+//     win — and whose SET parks the row as failed instead when it used
+//     MaxAttempts attempts, RETURNING what changed. When that takes
+//     nothing, the row is read and driver.ApplyClaim gives the answer
+//     (InProgress, Completed, Failed); if the rules would take the row read
+//     (it changed in between), the claim runs again. Reclaim and TakeOver
+//     are one UPDATE ... WHERE claimable (released whatever its retry_at,
+//     lapsed, or for TakeOver live with the holder's token) with a UNION
+//     ALL branch returning the row it did not take.
+//   - Complete, Extend and Release: UPDATE ... WHERE status = 'claimed' AND
+//     token = $token; no row updated is ErrNotOwner. Release decides in the
+//     SET, with driver.ApplyReleaseEvent's rules, between released (due at
+//     retry_at) and failed (Fail, or attempts used up), and keeps the reason
+//     as last_error.
+//   - Retry: one statement: an UPDATE ... WHERE status = 'failed' and, from
+//     the same snapshot, the status it saw, which tells ErrNotFound from
+//     ErrConflict when nothing was updated.
+//   - Listings: ExpiredEvents, DueEvents and PendingEvents read every live
+//     row of the namespace and sort the matches, since no index covers
+//     claimed rows (that would cost every Claim an index write);
+//     FailedEvents walks the partial index events_failed (status =
+//     'failed'), which only parking writes to, and stops at the limit.
 //   - Event limit: the insert, and the DELETE of the oldest keys beyond the
 //     limit (by an insertion sequence), run in one batch — one implicit
 //     transaction — after pg_advisory_xact_lock on the namespace, so the
@@ -76,11 +97,15 @@
 //     new expiry are one upsert on a bytea[] row.
 //   - Locks: one transaction in two round trips: BEGIN, INSERT the lock's
 //     row ON CONFLICT DO NOTHING (so FOR UPDATE always has a row to lock),
-//     SELECT ... FOR UPDATE, read the pending entries; the rules of package
-//     driver (ApplyAcquire, ApplyRelease, ApplyHandover, ...) decide in Go
-//     while the row lock is held; the changed row and entries go back with
-//     COMMIT. Operations on one key queue on its row lock; different keys
-//     never wait for each other.
+//     SELECT ... FOR UPDATE, read the pending and skipped entries; the rules
+//     of package driver (ApplyAcquire, ApplyRelease, ApplyHandover, ...)
+//     decide in Go while the row lock is held; what changed (the row, the
+//     entry rows that come or go) goes back with COMMIT. Operations on one
+//     key queue on its row lock; different keys never wait for each other.
+//     InspectLock and LapsedLocks are one statement each, pruned in Go;
+//     LapsedLocks walks the namespace's lock rows in key order (the primary
+//     key), testing the holders' JSON and probing the entries, and stops at
+//     the limit.
 //   - Incidents: upserts; SaveIssues, MoveIssue (delete from the source,
 //     save in the target) and DropAllData are one batch each, which
 //     PostgreSQL runs as one implicit transaction. Correlation ids (up to
@@ -99,8 +124,10 @@
 // in batches of at most 1000 rows per statement (DELETE ... WHERE ctid =
 // ANY(ARRAY(SELECT ctid ... FOR UPDATE SKIP LOCKED))), up to the store's
 // clock but never past the real time, and stops on Close. Lock records go
-// once idle past their expiry, or once every holder and entry lapsed
-// without a release.
+// once idle past their expiry, or once every holder, holder's entry and
+// pending entry lapsed without a release; their entries go with them. A
+// lapsed pending entry of a live lock is not reaped: the lock's next write
+// moves it to the skipped entries.
 //
 // # Errors
 //

@@ -170,7 +170,7 @@ func (e *schemaError) Unwrap() error { return driver.ErrUnavailable }
 
 // tables lists every table the current schema has.
 var tables = []string{"events", "conversations", "subscriptions", "thread_state", "channel_state",
-	"cache_values", "cache_lists", "locks", "lock_entries", "alerts", "issues", "move_mappings",
+	"cache_values", "cache_lists", "locks", "lock_entries", "lock_skipped", "alerts", "issues", "move_mappings",
 	"channel_processing_state"}
 
 // ValidateSchema implements driver.SchemaValidator: it checks that the

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -172,4 +175,113 @@ func TestURLOptions(t *testing.T) {
 			t.Fatalf("Open on a closed port: %v, want ErrUnavailable", err)
 		}
 	})
+}
+
+// TestMigrationFromVersion1KeepsData builds a schema as version 1 left it,
+// with rows as the code of that version wrote them (no retry_at or
+// last_error, holders without an entry, no skipped entries), then opens a
+// store on it: Open applies the later migrations, and the old rows read as
+// they did, with the new fields at their zero values, and work under the
+// new rules.
+func TestMigrationFromVersion1KeepsData(t *testing.T) {
+	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
+	ctx := context.Background()
+	schema := freshSchema(t, url)
+	clock := statetest.NewClock()
+	now := clock.Now()
+
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	v1, err := os.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holders, _ := json.Marshal([]map[string]any{{"owner": "w1", "token": 7, "acquired_at": now, "expires_at": now.Add(time.Minute)}})
+	for _, sql := range []string{
+		`CREATE SCHEMA ` + schema,
+		`CREATE TABLE ` + schema + `.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+		`SET search_path TO ` + schema,
+		string(v1),
+		`INSERT INTO schema_migrations (version, name) VALUES (1, 'init')`,
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%.60s: %v", sql, err)
+		}
+	}
+	day := now.Add(24 * time.Hour)
+	for _, row := range [][]any{
+		{"released", "released", nil, 1, nil},
+		{"lapsed", "claimed", "tok", 1, now.Add(-time.Second)},
+		{"done", "completed", nil, 1, nil},
+	} {
+		if _, err := conn.Exec(ctx, `INSERT INTO events (namespace, key, status, payload, token, attempts, created_at, lease_until, expires_at)
+			VALUES ('old', $1, $2, 'p', $3, $4, $5, $6, $7)`, row[0], row[1], row[2], row[3], now.Add(-time.Minute), row[4], day); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO locks (namespace, key, fence, holders) VALUES ('old', 'l', 7, $1)`, string(holders)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"e1", "e2"} {
+		if _, err := conn.Exec(ctx, `INSERT INTO lock_entries (namespace, key, payload, enqueued_at, expires_at) VALUES ('old', 'l', $1, $2, $3)`,
+			[]byte(p), now, now.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	st, err := botstate.Open(ctx, withParams(url, "schema="+schema), botstate.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var versions []int32
+	if err := conn.QueryRow(ctx, "SELECT array_agg(version ORDER BY version) FROM schema_migrations").Scan(&versions); err != nil {
+		t.Fatal(err)
+	}
+	if len(versions) != postgres.SchemaVersion() {
+		t.Fatalf("schema_migrations holds %v after Open, want 1..%d", versions, postgres.SchemaVersion())
+	}
+
+	ev := st.Namespace("old").Events()
+	got, err := ev.Get(ctx, "released")
+	if err != nil || got.Status != botstate.EventReleased || got.LastError != "" || !got.RetryAt.IsZero() || got.Attempts != 1 {
+		t.Fatalf("old released event: %+v, %v", got, err)
+	}
+	due, err := ev.Due(ctx, 0)
+	if err != nil || len(due) != 2 || due[0].Key != "lapsed" || due[1].Key != "released" {
+		t.Fatalf("Due over old rows: %+v, %v", due, err)
+	}
+	c, err := ev.Claim(ctx, "released", nil, time.Minute)
+	if err != nil || c.Status != botstate.Claimed || c.Attempts != 2 {
+		t.Fatalf("claim of an old released event: %+v, %v", c, err)
+	}
+	if err := ev.Fail(ctx, c.Token, "bad"); err != nil {
+		t.Fatalf("fail: %v", err)
+	}
+	failed, err := ev.Failed(ctx, 0)
+	if err != nil || len(failed) != 1 || failed[0].Key != "released" || failed[0].LastError != "bad" {
+		t.Fatalf("Failed after failing an old event: %+v, %v", failed, err)
+	}
+	c, err = ev.Claim(ctx, "done", nil, time.Minute)
+	if err != nil || c.Status != botstate.Completed {
+		t.Fatalf("claim of an old completed event: %+v, %v", c, err)
+	}
+
+	l := st.Namespace("old").Locks()
+	ls, err := l.Inspect(ctx, "l")
+	if err != nil || len(ls.Holders) != 1 || ls.Holders[0].Entry != nil || len(ls.Pending) != 2 || len(ls.Skipped) != 0 {
+		t.Fatalf("old lock: %+v, %v", ls, err)
+	}
+	h, err := l.Handover(ctx, botstate.Lock{Key: "l", Owner: "w1", Token: 7}, time.Minute)
+	if err != nil || !h.Held || string(h.Next.Payload) != "e1" {
+		t.Fatalf("handover of an old lock: %+v, %v", h, err)
+	}
+	clock.Advance(2 * time.Minute) // the holder lapses with e1: it goes back in front
+	ls, _ = l.Inspect(ctx, "l")
+	if len(ls.Holders) != 0 || len(ls.Pending) != 2 || string(ls.Pending[0].Payload) != "e1" {
+		t.Fatalf("old lock after its holder lapsed: %+v", ls)
+	}
 }

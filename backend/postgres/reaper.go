@@ -8,11 +8,13 @@ import (
 	"github.com/botstate/botstate/driver"
 )
 
-// reapedTables lists every table with an expires_at column. Locks are
-// reaped only when idle (busy records have no expires_at), and their
-// lapsed entries separately.
+// reapedTables lists every table whose rows expire on their own. Locks are
+// reaped only when idle (busy records have no expires_at); lock entries are
+// not reaped on their own: a lapsed pending entry moves to the lock's
+// skipped entries at the lock's next write (driver.PruneLock), and entries
+// go with their lock record.
 var reapedTables = []string{"events", "conversations", "subscriptions", "thread_state", "channel_state",
-	"cache_values", "cache_lists", "locks", "lock_entries", "alerts", "issues"}
+	"cache_values", "cache_lists", "locks", "alerts", "issues"}
 
 // reapSQL deletes up to reapBatch expired rows of a table. The rows are
 // found by ctid and locked with SKIP LOCKED, so the statement is short,
@@ -26,15 +28,19 @@ func reapSQL(table string) string {
 }
 
 // reapAbandonedLocksSQL deletes lock records whose holders and entries all
-// lapsed without a release: such a record still has the NULL expiry of a
-// busy one. As with an idle record, its fence may go: driver.NextFence's
-// clock floor keeps later tokens growing. A holder's expires_at is absent
-// from its JSON when it never expires.
+// lapsed without a release, as the in-memory sweeper drops a record that
+// PruneLock leaves idle: such a record still has the NULL expiry of a busy
+// one. A lapsed holder's live entry would go back to the queue, so it keeps
+// the record. As with an idle record, its fence and skipped entries may go:
+// driver.NextFence's clock floor keeps later tokens growing. A holder's or
+// entry's expires_at is absent from its JSON when it never expires.
 var reapAbandonedLocksSQL = `DELETE FROM locks WHERE ctid = ANY (ARRAY(
 	SELECT ctid FROM locks l
 	 WHERE l.expires_at IS NULL
 	   AND NOT EXISTS (SELECT FROM jsonb_array_elements(l.holders) h
-	                    WHERE h->>'expires_at' IS NULL OR (h->>'expires_at')::timestamptz > $1)
+	                    WHERE h->>'expires_at' IS NULL OR (h->>'expires_at')::timestamptz > $1
+	                       OR jsonb_typeof(h->'entry') = 'object'
+	                          AND (h->'entry'->>'expires_at' IS NULL OR (h->'entry'->>'expires_at')::timestamptz > $1))
 	   AND NOT EXISTS (SELECT FROM lock_entries e
 	                    WHERE e.namespace = l.namespace AND e.key = l.key
 	                      AND (e.expires_at IS NULL OR e.expires_at > $1))

@@ -71,15 +71,11 @@ var exporters = []exporter{
 		return each(ctx, tx, `SELECT namespace, `+eventColumns+` FROM events WHERE `+nsFilter+` AND `+liveFilter, ns, now,
 			func(rows pgx.Rows) error {
 				var n string
-				var token *string
-				var status string
-				var lease, exp *time.Time
-				var e driver.Event
-				if err := rows.Scan(&n, &e.Key, &status, &e.Payload, &e.Result, &token, &e.Attempts, &e.CreatedAt, &lease, &exp); err != nil {
+				var e eventRow
+				if err := rows.Scan(append([]any{&n}, e.dest()...)...); err != nil {
 					return err
 				}
-				e.Status, e.Token, e.CreatedAt, e.LeaseUntil, e.ExpiresAt = parseStatus(status), deref(token), e.CreatedAt.UTC(), utc(lease), utc(exp)
-				r := driver.EventRecord(n, e)
+				r := driver.EventRecord(n, e.event())
 				return emitRecord(emit, &r)
 			})
 	},
@@ -238,54 +234,21 @@ func exportDocs(scope driver.Scope, table string) exporter {
 // prunes what lapsed, and leaves out idle records past their expiry, as
 // InspectLock does.
 func exportLocks(ctx context.Context, tx pgx.Tx, ns string, now time.Time, emit func(*driver.Record) error) error {
-	var cur *driver.Record
-	flush := func() error {
-		if cur == nil {
-			return nil
-		}
-		st := driver.LockState{Key: cur.Key, Holders: cur.Holders, Pending: cur.Pending, Fence: cur.Fence, ExpiresAt: cur.ExpiresAt}
-		driver.PruneLock(&st, now)
-		ns := cur.NS
-		cur = nil
-		if driver.LockIdle(&st) && !driver.Live(st.ExpiresAt, now) {
-			return nil
-		}
-		r := driver.LockRecord(ns, st)
-		return emitRecord(emit, &r)
-	}
-	err := each(ctx, tx, `SELECT l.namespace, l.key, l.fence, l.holders, l.expires_at, e.payload, e.enqueued_at, e.expires_at
-		  FROM locks l LEFT JOIN lock_entries e ON e.namespace = l.namespace AND e.key = l.key
-		 WHERE ($1 = '' OR l.namespace = $1) AND $2::timestamptz IS NOT NULL
-		 ORDER BY l.namespace, l.key, e.seq`, ns, now,
-		func(rows pgx.Rows) error {
-			var (
-				n, key            string
-				fence             int64
-				holders, payload  []byte
-				exp, enq, entryEx *time.Time
-			)
-			if err := rows.Scan(&n, &key, &fence, &holders, &exp, &payload, &enq, &entryEx); err != nil {
-				return err
-			}
-			if cur == nil || cur.NS != n || cur.Key != key {
-				if err := flush(); err != nil {
-					return err
-				}
-				var st driver.LockState
-				if err := unmarshalHolders(holders, &st); err != nil {
-					return err
-				}
-				cur = &driver.Record{Kind: driver.KindLock, NS: n, Key: key, Fence: uint64(fence), Holders: st.Holders, ExpiresAt: utc(exp)}
-			}
-			if enq != nil {
-				cur.Pending = append(cur.Pending, driver.Entry{Payload: payload, EnqueuedAt: utc(enq), ExpiresAt: utc(entryEx)})
-			}
-			return nil
-		})
+	rows, err := tx.Query(ctx, `SELECT `+lockRecordColumns+`
+		  FROM locks l LEFT JOIN `+lockItemsSQL+` i ON i.namespace = l.namespace AND i.key = l.key
+		 WHERE ($1 = '' OR l.namespace = $1)
+		 ORDER BY l.namespace, l.key, i.skipped, i.seq`, ns)
 	if err != nil {
 		return err
 	}
-	return flush()
+	return readLocks(rows, func(n string, st *driver.LockState) error {
+		driver.PruneLock(st, now)
+		if driver.LockIdle(st) && !driver.Live(st.ExpiresAt, now) {
+			return nil
+		}
+		r := driver.LockRecord(n, *st)
+		return emitRecord(emit, &r)
+	})
 }
 
 // importChunk is how many upserts go to the server in one batch.
@@ -322,13 +285,14 @@ func queueImport(b *pgx.Batch, r *driver.Record) error {
 	switch r.Kind {
 	case driver.KindEvent:
 		b.Queue(`
-INSERT INTO events (namespace, key, status, payload, result, token, attempts, created_at, lease_until, expires_at, insert_seq)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)
+INSERT INTO events (namespace, key, status, payload, result, token, attempts, last_error, created_at, lease_until, retry_at, expires_at, insert_seq)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL)
 ON CONFLICT (namespace, key) DO UPDATE
    SET status = excluded.status, payload = excluded.payload, result = excluded.result, token = excluded.token,
-       attempts = excluded.attempts, created_at = excluded.created_at, lease_until = excluded.lease_until,
-       expires_at = excluded.expires_at, insert_seq = NULL`,
-			r.NS, r.Key, r.Status, r.Payload, r.Result, nullString(r.Token), r.Attempts, r.CreatedAt, ts(r.LeaseUntil), ts(r.ExpiresAt))
+       attempts = excluded.attempts, last_error = excluded.last_error, created_at = excluded.created_at,
+       lease_until = excluded.lease_until, retry_at = excluded.retry_at, expires_at = excluded.expires_at, insert_seq = NULL`,
+			r.NS, r.Key, r.Status, r.Payload, r.Result, nullString(r.Token), r.Attempts, nullString(r.LastError),
+			r.CreatedAt, ts(r.LeaseUntil), ts(r.RetryAt), ts(r.ExpiresAt))
 	case driver.KindConversation:
 		b.Queue(`
 INSERT INTO conversations (namespace, key, flow, state, data, data_jsonb_exact, version, updated_at, expires_at)
@@ -357,13 +321,17 @@ ON CONFLICT (namespace, key) DO UPDATE
 			r.NS, r.Key, r.Values, ts(r.ExpiresAt))
 	case driver.KindLock:
 		b.Queue(lockCreateSQL, r.NS, r.Key)
-		st := driver.LockState{Key: r.Key, Holders: r.Holders, Fence: r.Fence, ExpiresAt: r.ExpiresAt}
-		if err := queueLockWrite(b, r.NS, &st); err != nil {
+		st := r.Lock()
+		if err := queueLockWrite(b, r.NS, &st, true); err != nil {
 			return err
 		}
 		b.Queue(`DELETE FROM lock_entries WHERE namespace = $1 AND key = $2`, r.NS, r.Key)
-		for _, e := range r.Pending {
+		b.Queue(`DELETE FROM lock_skipped WHERE namespace = $1 AND key = $2`, r.NS, r.Key)
+		for _, e := range st.Pending {
 			b.Queue(entryInsertSQL, r.NS, r.Key, e.Payload, e.EnqueuedAt, ts(e.ExpiresAt))
+		}
+		for _, e := range st.Skipped {
+			b.Queue(skippedInsertSQL, r.NS, r.Key, e.Payload, e.EnqueuedAt, ts(e.ExpiresAt))
 		}
 	case driver.KindAlert:
 		a := r.Alert()
