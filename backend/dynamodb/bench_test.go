@@ -71,7 +71,8 @@ func BenchmarkBaselinePutIfAbsent(b *testing.B) {
 	}
 	defer drv.Close()
 	d := drv.(*Driver)
-	run := benchSeq.Add(1)
+	// Keys unique across runs: the table outlives the process.
+	run := time.Now().UnixNano()
 	b.SetParallelism(4)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -133,6 +134,33 @@ func BenchmarkAcquireRelease(b *testing.B) {
 				return
 			}
 			if _, err := lk.Release(ctx, r.Lock); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkClaimComplete is a Claim of a new key and its Complete: the
+// conditional put and the fenced UpdateItem of every handled event.
+func BenchmarkClaimComplete(b *testing.B) {
+	st, err := botstate.Open(context.Background(), benchURL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ev := st.Namespace(fmt.Sprintf("bench-%d", time.Now().UnixNano())).Events()
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			c, err := ev.Claim(ctx, fmt.Sprintf("k%d", benchSeq.Add(1)), []byte("payload"), time.Minute)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if err := ev.Complete(ctx, c.Token, []byte("result")); err != nil {
 				b.Error(err)
 				return
 			}

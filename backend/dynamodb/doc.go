@@ -58,9 +58,15 @@
 //     sit in partition "<ns>#ISSUE#" sorted by "<channel>#<correlation
 //     id>#<unique id>#" (FindActiveChannels reads the partition,
 //     LoadOpenIssuesInChannel and FindOpenIssueByCorrelationID a prefix of
-//     it). Unfinished events sit in "<ns>#EVP#" (recorded, released) or
-//     "<ns>#EVC#" (claimed), sorted by creation time, which is what Pending
-//     and Expired read; a completed event leaves the index.
+//     it). Events sit in one partition per status, sorted by
+//     "<creation time>#<key>#": "<ns>#EVR#" recorded, "<ns>#EVC#" claimed,
+//     "<ns>#EVP#" released, "<ns>#EVF#" failed; a completed event leaves
+//     the index. (Before failed events, recorded events shared "<ns>#EVP#"
+//     with released ones; those written then stay there until they are
+//     written again or expire, and Due skips them.) Locks with an entry,
+//     queued or held, that outlives their holders sit in "<ns>#LKL#",
+//     sorted by "<time the last holder lapses>#<key>#" (the zero time when
+//     none holds them); others stay out of the index.
 //
 // Reads through an index are eventually consistent on DynamoDB (a write
 // shows there within a second, usually far less); every other read is
@@ -74,10 +80,22 @@
 // jittered backoff that honours the context when another writer won:
 //
 //   - Record and Claim of a new key: a PutItem conditioned on absence.
-//     Claim takeover (released, or lease lapsed): read, driver.ApplyClaim,
-//     write conditioned on the revision. Complete and Release: one
-//     UpdateItem whose condition is the fencing rule (claimed, this token,
-//     not expired); a failed condition is ErrNotOwner.
+//     Claim of a stored key (Reclaim, TakeOver, a released or lapsed
+//     claim, parking as failed past MaxAttempts): read, driver.ApplyClaim,
+//     write conditioned on the revision.
+//   - Complete and Extend: one UpdateItem whose condition is the fencing
+//     rule of driver.Owns (claimed, this token, not expired); a failed
+//     condition is ErrNotOwner. Release: one UpdateItem fenced the same way
+//     and conditioned on the attempts that give the outcome it writes
+//     (below MaxAttempts: released; with Defer, at least one to take back);
+//     when that fails, driver.ApplyReleaseEvent decides from a consistent
+//     read (ErrNotOwner, parking as failed, attempts kept at zero) and the
+//     result is written conditioned on the revision. Retry: one UpdateItem
+//     conditioned on a live failed event, else driver.ApplyRetryEvent on a
+//     read (ErrNotFound, ErrConflict, or a write conditioned on the
+//     revision). A caller whose UpdateItem's answer was lost (the SDK's
+//     resend then fails the condition) finds its revision stored and
+//     succeeds.
 //   - Event limit: an insertion is a TransactWriteItems of the event, its
 //     order item and the count; evictions delete the oldest order item, its
 //     event (conditioned on still being that insertion) and decrement the
@@ -92,8 +110,13 @@
 //     Thread and channel state merge the same way.
 //   - Locks: read the record, apply driver.ApplyAcquire (Extend, Release,
 //     Handover...) in Go, write back conditioned on the revision: the pop
-//     and the release of a Handover are one write. A decision that changes
-//     nothing (Busy) writes nothing.
+//     and the release of a Handover are one write, and so are a lapsed
+//     holder's entry going back to the front, entries moving to Skipped
+//     and Skipped being handed over. A decision that changes nothing
+//     (Busy) writes nothing. The record is one item: holders as JSON
+//     (h), their entries (he, one per holder, NULL for none), the queue
+//     (q) and the skipped entries (skip) as lists of maps whose payloads
+//     stay binary, so an entry that fits the queue fits its holder.
 //   - Cache lists: list_append conditioned on the length while there is
 //     room, else read, trim and write conditioned on the revision.
 //     CacheDelete deletes value and list in one transaction.
@@ -111,14 +134,41 @@
 // DynamoDB caps an item at 400 KB: a write that would exceed it (a big
 // payload, a long list, a large merge) fails with an error wrapping
 // driver.ErrTooLarge and changes nothing, although the portable layer
-// accepts values up to 1 MiB by default.
+// accepts values up to 1 MiB by default. A lock's item holds its holders'
+// entries, its queue and up to driver.MaxSkipped skipped entries, so a
+// queue bounded by QueueMax no longer bounds the item: once the entries in
+// it pass 400 KB, every call that would add one (Acquire that queues,
+// debounces or is refused by drop-newest, a grant that queues the caller's
+// entry) fails with ErrTooLarge and changes nothing, until a holder is
+// handed the skipped entries (a grant or Handover with entries waiting)
+// or entries leave.
 //
 // # Cost
 //
 // Export and DropAllData scan the whole table (filtered to the namespace).
 // An event limit costs a transaction per insertion plus one per eviction.
+//
+// The listings query GSIIsOpen (eventually consistent) and never scan:
+// Expired reads the claimed events' partition and Failed the failed
+// ones', in creation order, until they hold limit matches; Due reads the
+// claimed and the released partitions, Pending the recorded, claimed and
+// released ones, the same way, and merges them. A partition is read past
+// the entries the listing skips (live claims for Expired and Due, released
+// events whose retry time has not come for Due), so a listing costs the
+// items it returns plus those it skips before them. Lapsed reads the
+// locks whose last holder lapsed at or before now, all of them (they
+// come sorted by that time, not by key), prunes each and returns the
+// first limit in key order: its cost follows the lapsed locks, plus those
+// whose entries lapsed too and that nobody wrote since, until TTL deletes
+// them (an hour after their last entry lapsed, or later: TTL is lazy). A
+// lock record written by an older version is not in the index until its
+// next write. Every write of a lock in the index also writes its index
+// copy (the whole item, every attribute projected), twice when the time
+// its last holder lapses moved (Acquire, Extend, Handover).
+//
 // All subscriptions of a namespace share one partition, as do its open
-// issues and its unfinished events in GSIIsOpen: adaptive capacity splits
-// hot partitions, but a single namespace past about 1000 writes a second to
-// one of them is throttled (ErrUnavailable).
+// issues, its events of each status and its locks with entries in
+// GSIIsOpen: adaptive capacity splits hot partitions, but a single
+// namespace past about 1000 writes a second to one of them is throttled
+// (ErrUnavailable).
 package dynamodb

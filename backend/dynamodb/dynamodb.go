@@ -215,10 +215,16 @@ func New(ctx context.Context, o Options, cfg driver.Config) (*Driver, error) {
 	if awsCfg.Region == "" {
 		return nil, &urlError{u: "dynamodb://" + o.Table, msg: "no AWS region: add ?region=... or set AWS_REGION"}
 	}
-	// Freeze the client the configuration built (it may have added a CA
-	// bundle) into a plain one, so Close can drop its idle connections.
+	// Use the transport the configuration built (it may have added a CA
+	// bundle) in a plain client, so that Close can drop its idle
+	// connections: the client BuildableClient.Freeze returns wraps its
+	// transport in one without CloseIdleConnections, which made Close
+	// leave every pooled connection (and its two goroutines) open until
+	// the server timed it out. DynamoDB never redirects; a redirect is
+	// answered as it comes, as the SDK's client does for most codes.
 	if b, ok := awsCfg.HTTPClient.(*awshttp.BuildableClient); ok {
-		awsCfg.HTTPClient = b.Freeze()
+		awsCfg.HTTPClient = &http.Client{Transport: b.GetTransport(),
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	idle, _ := awsCfg.HTTPClient.(interface{ CloseIdleConnections() })
 	client := dynamodb.NewFromConfig(awsCfg, func(do *dynamodb.Options) {

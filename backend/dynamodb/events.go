@@ -22,6 +22,10 @@ const (
 	evAttempts = "att"
 	evCreated  = "cr"
 	evLease    = "lease"
+	// evLastError and evRetry (LastError, RetryAt) are absent when empty,
+	// as in items written before they existed.
+	evLastError = "lerr"
+	evRetry     = "retry"
 	// evOrder, on an event inserted under an event limit, is the sort key
 	// of its order item: the event counts toward the limit.
 	evOrder = "ord"
@@ -29,8 +33,9 @@ const (
 	cntN = "n"
 )
 
-// eventItem is the stored form of an event. Unfinished events carry the
-// GSIIsOpen keys that Pending and Expired query.
+// eventItem is the stored form of an event. Every event but a completed one
+// carries the GSIIsOpen keys that the listings query: a partition per status
+// (see recordedEvents), sorted by creation time.
 func eventItem(ns string, e *driver.Event, ord, rev string) item {
 	it := keyOf(pkEvent(ns, e.Key), skEvent)
 	it[attrType] = avS(typeEvent)
@@ -46,23 +51,38 @@ func eventItem(ns string, e *driver.Event, ord, rev string) item {
 		it[evToken] = avS(e.Token)
 	}
 	it[evAttempts] = avInt(int64(e.Attempts))
+	if e.LastError != "" {
+		it[evLastError] = avS(e.LastError)
+	}
 	setTime(it, evCreated, e.CreatedAt)
 	setTime(it, evLease, e.LeaseUntil)
+	setTime(it, evRetry, e.RetryAt)
 	setExpiry(it, e.ExpiresAt)
 	it[attrRev] = avN(rev)
 	if ord != "" {
 		it[evOrder] = avS(ord)
 	}
-	switch e.Status {
-	case driver.EventClaimed:
-		it[attrIsOpen] = avS(claimedEvents(ns))
-	case driver.EventRecorded, driver.EventReleased:
-		it[attrIsOpen] = avS(pendingEvents(ns))
-	}
-	if _, ok := it[attrIsOpen]; ok {
-		it[attrOpenSK] = avS(eventOrderSK(e.CreatedAt, e.Key))
+	if p := eventPartition(ns, e.Status); p != "" {
+		it[attrIsOpen] = avS(p)
+		it[attrOpenSK] = avS(timeOrderSK(e.CreatedAt, e.Key))
 	}
 	return it
+}
+
+// eventPartition is the GSIIsOpen partition of an event with this status;
+// empty for a completed one, which no listing returns.
+func eventPartition(ns string, st driver.EventStatus) string {
+	switch st {
+	case driver.EventRecorded:
+		return recordedEvents(ns)
+	case driver.EventClaimed:
+		return claimedEvents(ns)
+	case driver.EventReleased:
+		return releasedEvents(ns)
+	case driver.EventFailed:
+		return failedEvents(ns)
+	}
+	return ""
 }
 
 func decodeEvent(it item) driver.Event {
@@ -73,8 +93,10 @@ func decodeEvent(it item) driver.Event {
 		Result:     getB(it, evResult),
 		Token:      getS(it, evToken),
 		Attempts:   int(getInt(it, evAttempts)),
+		LastError:  getS(it, evLastError),
 		CreatedAt:  getTime(it, evCreated),
 		LeaseUntil: getTime(it, evLease),
+		RetryAt:    getTime(it, evRetry),
 		ExpiresAt:  getTime(it, attrExp),
 	}
 }
@@ -466,54 +488,149 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 	return driver.ClaimReply{}, contention(op)
 }
 
-// finish is CompleteEvent and ReleaseEvent: one UpdateItem whose condition
-// is driver.ApplyFinish's rule (live, claimed, with this token).
-func (d *Driver) finish(ctx context.Context, op, ns, key, token string, complete bool, result []byte, now, expiresAt time.Time) error {
-	if err := d.check(); err != nil {
-		return err
-	}
-	e := newExpr()
-	cond := e.live(now) + " AND " + e.n(evStatus) + " = " + e.v(avInt(int64(driver.EventClaimed))) +
-		" AND " + e.n(evToken) + " = " + e.v(avS(token)) + " AND " + e.n(attrKey) + " = " + e.v(avS(key))
-	rev := revision()
-	set := []string{e.n(attrRev) + " = " + e.v(avN(rev))}
-	remove := []string{e.n(evToken), e.n(evLease)}
-	if complete {
-		if len(result) > maxItemSize {
-			return tooLarge(op, len(result))
-		}
-		set = append(set, e.n(evStatus)+" = "+e.v(avInt(int64(driver.EventCompleted))))
-		if result != nil {
-			set = append(set, e.n(evResult)+" = "+e.v(avB(result)))
-		} else {
-			remove = append(remove, e.n(evResult))
-		}
-		if expiresAt.IsZero() {
-			remove = append(remove, e.n(attrExp), e.n(attrTTL))
-		} else {
-			set = append(set, e.n(attrExp)+" = "+e.v(avTime(expiresAt)), e.n(attrTTL)+" = "+e.v(avTTL(expiresAt)))
-		}
-		remove = append(remove, e.n(attrIsOpen), e.n(attrOpenSK))
+// change collects the SET and REMOVE clauses of one UpdateItem on an event.
+type change struct {
+	e           *expr
+	set, remove []string
+}
+
+// newChange returns a change with room for the clauses of any event update.
+func newChange() *change {
+	return &change{e: newExpr(), set: make([]string, 0, 8), remove: make([]string, 0, 8)}
+}
+
+// put SETs name to v.
+func (c *change) put(name string, v av) { c.set = append(c.set, c.e.n(name)+" = "+c.e.v(v)) }
+
+// drop REMOVEs name.
+func (c *change) drop(name string) { c.remove = append(c.remove, c.e.n(name)) }
+
+// putS SETs a string attribute, or REMOVEs it when empty, as eventItem
+// leaves it out.
+func (c *change) putS(name, v string) {
+	if v == "" {
+		c.drop(name)
 	} else {
-		set = append(set, e.n(evStatus)+" = "+e.v(avInt(int64(driver.EventReleased))),
-			e.n(attrIsOpen)+" = "+e.v(avS(pendingEvents(ns))))
+		c.put(name, avS(v))
 	}
-	_, err := d.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+}
+
+// putTime SETs a time attribute, or REMOVEs it for the zero time.
+func (c *change) putTime(name string, t time.Time) {
+	if t.IsZero() {
+		c.drop(name)
+	} else {
+		c.put(name, avTime(t))
+	}
+}
+
+// putExpiry SETs exp and ttl (see setExpiry), or REMOVEs both.
+func (c *change) putExpiry(t time.Time) {
+	if t.IsZero() {
+		c.drop(attrExp)
+		c.drop(attrTTL)
+	} else {
+		c.put(attrExp, avTime(t))
+		c.put(attrTTL, avTTL(t))
+	}
+}
+
+// putStatus SETs the status and moves the event to that status's index
+// partition, or out of the index when completed. The index sort key stays:
+// every event in the index has one, and it depends only on creation time
+// and key.
+func (c *change) putStatus(ns string, st driver.EventStatus) {
+	c.put(evStatus, avInt(int64(st)))
+	if p := eventPartition(ns, st); p != "" {
+		c.put(attrIsOpen, avS(p))
+	} else {
+		c.drop(attrIsOpen)
+		c.drop(attrOpenSK)
+	}
+}
+
+// ownedCond is the fence of driver.Owns as a condition: the event is live,
+// claimed, with this token (and this key, for keys stored as a digest).
+func ownedCond(e *expr, key, token string, now time.Time) string {
+	return e.live(now) + " AND " + e.n(evStatus) + " = " + e.v(avInt(int64(driver.EventClaimed))) +
+		" AND " + e.n(evToken) + " = " + e.v(avS(token)) + " AND " + e.n(attrKey) + " = " + e.v(avS(key))
+}
+
+// updateIf applies c to the event in one UpdateItem, with a new revision, if
+// cond holds. When cond fails it reads the event back: ok is true if the read
+// finds this call's revision (the answer was lost and the SDK's resend failed
+// the condition), else false with the event as read, to decide from.
+func (d *Driver) updateIf(ctx context.Context, ns, key, cond string, c *change) (ok bool, cur eventState, err error) {
+	rev := revision()
+	c.put(attrRev, avN(rev))
+	_, err = d.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(d.table), Key: keyOf(pkEvent(ns, key), skEvent),
-		UpdateExpression:         aws.String(updateExpr(set, remove)),
+		UpdateExpression:         aws.String(updateExpr(c.set, c.remove)),
 		ConditionExpression:      aws.String(cond),
-		ExpressionAttributeNames: e.namesOrNil(), ExpressionAttributeValues: e.valuesOrNil(),
+		ExpressionAttributeNames: c.e.namesOrNil(), ExpressionAttributeValues: c.e.valuesOrNil(),
 	})
 	var cc *types.ConditionalCheckFailedException
-	if errors.As(err, &cc) {
-		// The SDK resends a request whose answer was lost; the resent
-		// one fails its condition when the first one landed.
-		if s, rerr := d.read(ctx, pkEvent(ns, key), skEvent); rerr == nil && s.rev == rev {
-			return nil
-		}
+	if !errors.As(err, &cc) {
+		return err == nil, eventState{}, err
+	}
+	if cur, err = d.readEvent(ctx, ns, key); err != nil {
+		return false, cur, err
+	}
+	return cur.rev == rev, cur, nil
+}
+
+// ownedUpdate applies c to the event in one UpdateItem if token still owns
+// it (driver.Owns); otherwise ErrNotOwner, and nothing changes.
+func (d *Driver) ownedUpdate(ctx context.Context, op, ns, key, token string, now time.Time, c *change) error {
+	ok, _, err := d.updateIf(ctx, ns, key, ownedCond(c.e, key, token, now), c)
+	if err != nil {
+		return fail(ctx, op, err)
+	}
+	if !ok {
 		return driver.ErrNotOwner
 	}
-	return fail(ctx, op, err)
+	return nil
+}
+
+// updateEvent decides a call with a driver rule on the event as read (cur,
+// the caller's read, on the first round) and writes the result in place on
+// condition that the revision read is still stored, reading again and
+// retrying when another writer won. The rule's error (ErrNotOwner,
+// ErrNotFound, ErrConflict) comes back as it is, and nothing changes.
+func (d *Driver) updateEvent(ctx context.Context, op, ns, key string, now time.Time, cur eventState,
+	decide func(cur driver.Event, found bool) (driver.Event, error)) error {
+	rev := revision()
+	for n := 0; n < maxAttempts; n++ {
+		if n > 0 {
+			var err error
+			if cur, err = d.readEvent(ctx, ns, key); err != nil {
+				return fail(ctx, op, err)
+			}
+			if cur.rev == rev {
+				return nil // our write landed; its answer was lost
+			}
+		}
+		found := cur.exists && cur.ev.Key == key && driver.Live(cur.ev.ExpiresAt, now)
+		next, err := decide(cur.ev, found)
+		if err != nil {
+			return err
+		}
+		// Every rule refuses an absent event, so this replaces a live one
+		// in place (it keeps its place under an event limit).
+		ok, err := d.writeEvent(ctx, ns, cur, true, &next, 0, rev)
+		if err != nil {
+			return fail(ctx, op, err)
+		}
+		if ok {
+			return nil
+		}
+		if n > 0 {
+			if err := backoff(ctx, n); err != nil {
+				return fail(ctx, op, err)
+			}
+		}
+	}
+	return contention(op)
 }
 
 // updateExpr joins SET and REMOVE clauses.
@@ -546,49 +663,175 @@ func join(parts []string) string {
 	return string(b)
 }
 
-// CompleteEvent implements driver.Events.
+// CompleteEvent implements driver.Events: one UpdateItem whose condition is
+// the fence of driver.ApplyComplete (live, claimed, with this token); a
+// failed condition is ErrNotOwner.
 func (d *Driver) CompleteEvent(ctx context.Context, ns, key, token string, result []byte, now, expiresAt time.Time) error {
-	return d.finish(ctx, "CompleteEvent", ns, key, token, true, result, now, expiresAt)
+	const op = "CompleteEvent"
+	if err := d.check(); err != nil {
+		return err
+	}
+	if len(result) > maxItemSize {
+		return tooLarge(op, len(result))
+	}
+	c := newChange()
+	c.putStatus(ns, driver.EventCompleted)
+	if result != nil {
+		c.put(evResult, avB(result))
+	} else {
+		c.drop(evResult)
+	}
+	c.drop(evToken)
+	c.drop(evLease)
+	c.drop(evRetry)
+	c.putExpiry(expiresAt)
+	return d.ownedUpdate(ctx, op, ns, key, token, now, c)
 }
 
-// ReleaseEvent implements driver.Events.
-func (d *Driver) ReleaseEvent(ctx context.Context, ns, key, token string, now time.Time) error {
-	return d.finish(ctx, "ReleaseEvent", ns, key, token, false, nil, now, time.Time{})
+// ExtendEvent implements driver.Events like CompleteEvent: one UpdateItem
+// fenced by the rule of driver.ApplyExtendEvent.
+func (d *Driver) ExtendEvent(ctx context.Context, ns, key, token string, now, leaseUntil, expiresAt time.Time) error {
+	const op = "ExtendEvent"
+	if err := d.check(); err != nil {
+		return err
+	}
+	c := newChange()
+	c.putTime(evLease, leaseUntil)
+	c.putExpiry(expiresAt)
+	return d.ownedUpdate(ctx, op, ns, key, token, now, c)
+}
+
+// ReleaseEvent implements driver.Events. Its outcome turns on the stored
+// attempts only at the edges, so it first bets on the common case: one
+// UpdateItem fenced like CompleteEvent and conditioned on the attempts that
+// give the outcome it writes (below MaxAttempts: released; with Defer, at
+// least one to take back). When that condition fails, driver.ApplyReleaseEvent
+// decides from the event as read (ErrNotOwner, or parking it as failed, or
+// keeping Attempts at zero) and the result is written on condition that the
+// revision read is still stored.
+func (d *Driver) ReleaseEvent(ctx context.Context, ns string, r driver.ReleaseRequest) error {
+	const op = "ReleaseEvent"
+	if err := d.check(); err != nil {
+		return err
+	}
+	c := newChange()
+	e := c.e
+	cond := ownedCond(e, r.Key, r.Token, r.Now)
+	// probe is any claim the condition admits: the rule's answer for it is
+	// its answer for the stored one, but for Attempts, which the update
+	// changes relative to what is stored.
+	probe := driver.Event{Key: r.Key, Status: driver.EventClaimed, Token: r.Token, Attempts: 1}
+	switch {
+	case r.Defer:
+		att := e.n(evAttempts)
+		cond += " AND " + att + " >= " + e.v(avInt(1))
+		c.set = append(c.set, att+" = "+att+" - "+e.v(avInt(1)))
+	case !r.Fail && r.MaxAttempts > 0:
+		probe.Attempts = 0
+		cond += " AND " + e.n(evAttempts) + " < " + e.v(avInt(int64(r.MaxAttempts)))
+	}
+	next, err := driver.ApplyReleaseEvent(probe, true, r)
+	if err != nil {
+		return err
+	}
+	c.putStatus(ns, next.Status)
+	c.putS(evLastError, next.LastError)
+	c.putTime(evRetry, next.RetryAt)
+	c.drop(evToken)
+	c.drop(evLease)
+	c.putExpiry(next.ExpiresAt)
+	ok, cur, err := d.updateIf(ctx, ns, r.Key, cond, c)
+	if err != nil {
+		return fail(ctx, op, err)
+	}
+	if ok {
+		return nil
+	}
+	return d.updateEvent(ctx, op, ns, r.Key, r.Now, cur, func(cur driver.Event, found bool) (driver.Event, error) {
+		return driver.ApplyReleaseEvent(cur, found, r)
+	})
+}
+
+// RetryEvent implements driver.Events: one UpdateItem conditioned on a live
+// failed event; when the condition fails, driver.ApplyRetryEvent decides
+// from the event as read (ErrNotFound, ErrConflict, or a write conditioned
+// on the revision read if it failed meanwhile).
+func (d *Driver) RetryEvent(ctx context.Context, ns, key string, now, expiresAt time.Time) error {
+	const op = "RetryEvent"
+	if err := d.check(); err != nil {
+		return err
+	}
+	c := newChange()
+	e := c.e
+	cond := e.live(now) + " AND " + e.n(evStatus) + " = " + e.v(avInt(int64(driver.EventFailed))) +
+		" AND " + e.n(attrKey) + " = " + e.v(avS(key))
+	next, err := driver.ApplyRetryEvent(driver.Event{Key: key, Status: driver.EventFailed}, true, expiresAt)
+	if err != nil {
+		return err
+	}
+	c.putStatus(ns, next.Status)
+	c.put(evAttempts, avInt(int64(next.Attempts)))
+	c.putTime(evRetry, next.RetryAt)
+	c.putExpiry(next.ExpiresAt)
+	ok, cur, err := d.updateIf(ctx, ns, key, cond, c)
+	if err != nil {
+		return fail(ctx, op, err)
+	}
+	if ok {
+		return nil
+	}
+	return d.updateEvent(ctx, op, ns, key, now, cur, func(cur driver.Event, found bool) (driver.Event, error) {
+		return driver.ApplyRetryEvent(cur, found, expiresAt)
+	})
 }
 
 // ExpiredEvents implements driver.Events from the index partition of claimed
 // events, read in creation order.
 func (d *Driver) ExpiredEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
-	const op = "ExpiredEvents"
-	if err := d.check(); err != nil {
-		return nil, err
-	}
-	out, err := d.openEvents(ctx, claimedEvents(ns), now, limit, func(e *driver.Event) bool {
+	return d.listEvents(ctx, "ExpiredEvents", ns, now, limit, func(e *driver.Event) bool {
 		return e.Status == driver.EventClaimed && !e.LeaseUntil.After(now)
-	})
-	if err != nil {
-		return nil, fail(ctx, op, err)
-	}
-	return firstEvents(out, limit), nil
+	}, claimedEvents)
 }
 
-// PendingEvents implements driver.Events: both index partitions of
-// unfinished events, merged.
+// DueEvents implements driver.Events from the index partitions of claimed
+// and released events, each read in creation order, merged.
+func (d *Driver) DueEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	return d.listEvents(ctx, "DueEvents", ns, now, limit, func(e *driver.Event) bool {
+		return driver.EventDue(e, now)
+	}, claimedEvents, releasedEvents)
+}
+
+// FailedEvents implements driver.Events from the index partition of failed
+// events, read in creation order.
+func (d *Driver) FailedEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	return d.listEvents(ctx, "FailedEvents", ns, now, limit, func(e *driver.Event) bool {
+		return e.Status == driver.EventFailed
+	}, failedEvents)
+}
+
+// PendingEvents implements driver.Events: the index partitions of recorded,
+// claimed and released events, merged.
 func (d *Driver) PendingEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
-	const op = "PendingEvents"
+	return d.listEvents(ctx, "PendingEvents", ns, now, limit, driver.EventPending,
+		recordedEvents, claimedEvents, releasedEvents)
+}
+
+// listEvents reads the live events keep accepts from the given index
+// partitions of ns and returns the oldest limit of them.
+func (d *Driver) listEvents(ctx context.Context, op, ns string, now time.Time, limit int,
+	keep func(*driver.Event) bool, partitions ...func(ns string) string) ([]driver.Event, error) {
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	keep := func(e *driver.Event) bool { return e.Status != driver.EventCompleted }
-	a, err := d.openEvents(ctx, pendingEvents(ns), now, limit, keep)
-	if err != nil {
-		return nil, fail(ctx, op, err)
+	var out []driver.Event
+	for _, p := range partitions {
+		evs, err := d.openEvents(ctx, p(ns), now, limit, keep)
+		if err != nil {
+			return nil, fail(ctx, op, err)
+		}
+		out = append(out, evs...)
 	}
-	b, err := d.openEvents(ctx, claimedEvents(ns), now, limit, keep)
-	if err != nil {
-		return nil, fail(ctx, op, err)
-	}
-	return firstEvents(append(a, b...), limit), nil
+	return firstEvents(out, limit), nil
 }
 
 func firstEvents(evs []driver.Event, limit int) []driver.Event {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,8 @@ type proxy struct {
 	ln    net.Listener
 	conns map[net.Conn]bool
 	wg    sync.WaitGroup
+	// open counts the client connections the client has not closed.
+	open atomic.Int32
 }
 
 func startProxy(t *testing.T, target string) *proxy {
@@ -59,7 +62,8 @@ func (p *proxy) serve(ln net.Listener) {
 			p.conns[c], p.conns[up] = true, true
 			p.mu.Unlock()
 			p.wg.Add(2)
-			go func() { defer p.wg.Done(); _, _ = io.Copy(up, c); up.Close() }()
+			p.open.Add(1)
+			go func() { defer p.wg.Done(); _, _ = io.Copy(up, c); up.Close(); p.open.Add(-1) }()
 			go func() { defer p.wg.Done(); _, _ = io.Copy(c, up); c.Close() }()
 		}
 	}()
@@ -95,7 +99,9 @@ func (p *proxy) restore(t *testing.T) {
 	p.serve(ln)
 }
 
-func TestBrokenConnectionIsUnavailableAndRecovers(t *testing.T) {
+// proxiedDriver opens a driver on the test table that talks to DynamoDB
+// Local through a proxy.
+func proxiedDriver(t *testing.T) (*Driver, *proxy) {
 	base, o := testDriver(t)
 	eu, _ := url.Parse(o.Endpoint)
 	if eu == nil || eu.Host == "" {
@@ -103,7 +109,11 @@ func TestBrokenConnectionIsUnavailableAndRecovers(t *testing.T) {
 	}
 	p := startProxy(t, eu.Host)
 	o.Endpoint = "http://" + p.addr
-	d := driverFor(t, o, base.table)
+	return driverFor(t, o, base.table), p
+}
+
+func TestBrokenConnectionIsUnavailableAndRecovers(t *testing.T) {
+	d, p := proxiedDriver(t)
 	ns, now := testNS(t), time.Now()
 
 	// Load runs across the cut: every call either succeeds or fails with
@@ -160,5 +170,37 @@ func TestBrokenConnectionIsUnavailableAndRecovers(t *testing.T) {
 	}
 	if v, ok, err := d.CacheGet(ctx, ns, "k", now); err != nil || !ok || string(v) != "after" {
 		t.Fatalf("read after recovery: %q %v %v", v, ok, err)
+	}
+}
+
+func TestCloseDropsConnections(t *testing.T) {
+	d, p := proxiedDriver(t)
+	ns, now := testNS(t), time.Now()
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 10; i++ {
+				if _, _, err := d.CacheGet(context.Background(), ns, "k", now); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if p.open.Load() == 0 {
+		t.Fatal("no connection went through the proxy")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.open.Load() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open 5s after Close", p.open.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

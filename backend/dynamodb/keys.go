@@ -89,15 +89,27 @@ func openIssueSK(channel, corr, uid string) string {
 	return openCorr(channel, corr) + part(uid) + "#"
 }
 
-// Index partitions of unfinished events: recorded or released ones, and
-// claimed ones (what Expired looks through).
-func pendingEvents(ns string) string { return ns + "#EVP#" }
-func claimedEvents(ns string) string { return ns + "#EVC#" }
+// Index partitions of events that are neither completed nor failed, one
+// per status, and of failed ones: what Pending, Expired, Due and Failed
+// query. Released events keep the partition that recorded and released
+// events shared before recorded ones got their own, so Due still finds
+// events released by older versions (and skips the recorded ones those
+// left there).
+func recordedEvents(ns string) string { return ns + "#EVR#" }
+func releasedEvents(ns string) string { return ns + "#EVP#" }
+func claimedEvents(ns string) string  { return ns + "#EVC#" }
+func failedEvents(ns string) string   { return ns + "#EVF#" }
 
-// eventOrderSK sorts unfinished events by creation time in an index sort
-// key: the time as fixed-width digits, then the key.
-func eventOrderSK(created time.Time, key string) string {
-	return timeSortable(created) + "#" + part(key) + "#"
+// lapsingLocks is the index partition of locks with an entry that outlives
+// their holders, sorted by when the last holder lapses: what Lapsed
+// queries.
+func lapsingLocks(ns string) string { return ns + "#LKL#" }
+
+// timeOrderSK sorts items by a time in an index sort key (events by
+// creation, locks by when their last holder lapses): the time as
+// fixed-width digits, then the key.
+func timeOrderSK(t time.Time, key string) string {
+	return timeSortable(t) + "#" + part(key) + "#"
 }
 
 // timeSortable writes t as 21 digits that sort as the times do, for every

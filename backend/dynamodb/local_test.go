@@ -461,3 +461,237 @@ func TestWriteWhoseAnswerWasLostStillCounts(t *testing.T) {
 		t.Fatalf("swap whose answer was lost: %+v %v", c, err)
 	}
 }
+
+// queueAt is an Acquire of lock t under Queue at now.
+func queueAt(t *testing.T, d *Driver, ns, owner string, entry []byte, now time.Time, queueMax int) (driver.AcquireReply, error) {
+	t.Helper()
+	return d.Acquire(testCtx(t), ns, driver.AcquireRequest{Key: "t", Owner: owner, Strategy: driver.Queue, Entry: entry,
+		Now: now, ExpiresAt: now.Add(time.Hour), QueueMax: queueMax, EntryExpiresAt: now.Add(time.Hour),
+		IdleExpiresAt: now.Add(time.Minute)})
+}
+
+func TestSkippedEntriesCanTakeALockOverTheItemLimit(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns := testCtx(t), testNS(t)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	h, err := queueAt(t, d, ns, "w", nil, now, 1)
+	if err != nil || h.Outcome != driver.Acquired {
+		t.Fatalf("acquire: %v %v", h.Outcome, err)
+	}
+	// A queue of one: each entry drops the one before to Skipped, so the
+	// record holds up to MaxSkipped+1 entries where it held one before
+	// there were skipped entries.
+	entry := make([]byte, 30*1024)
+	var before driver.LockState
+	queued := 0
+	for ; queued < 20; queued++ {
+		before, _, _ = d.InspectLock(ctx, ns, "t", now)
+		if _, err = queueAt(t, d, ns, "x", entry, now, 1); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, driver.ErrTooLarge) || queued < 10 {
+		t.Fatalf("after %d entries of 30 KB: got %v, want ErrTooLarge past 300 KB", queued, err)
+	}
+	after, _, _ := d.InspectLock(ctx, ns, "t", now)
+	if len(after.Pending) != 1 || len(after.Skipped) != len(before.Skipped) || len(after.Skipped) != queued-1 {
+		t.Fatalf("the refused acquire changed the lock: pending %d, skipped %d -> %d", len(after.Pending), len(before.Skipped), len(after.Skipped))
+	}
+	// The holder takes the skipped entries with the next one, and the
+	// lock takes entries again.
+	rep, err := d.HandoverLock(ctx, ns, "t", h.Holder.Token, now, now.Add(time.Hour), now.Add(time.Minute), true)
+	if err != nil || rep.Next == nil || len(rep.Skipped) != queued-1 {
+		t.Fatalf("handover: next %v, %d skipped, %v; want the last entry and %d skipped", rep.Next != nil, len(rep.Skipped), err, queued-1)
+	}
+	if r, err := queueAt(t, d, ns, "x", entry, now, 1); err != nil || r.Outcome != driver.Queued {
+		t.Fatalf("acquire after the handover: %v %v", r.Outcome, err)
+	}
+}
+
+func TestAHolderKeepsAnEntryAsLargeAsTheQueueTakes(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns := testCtx(t), testNS(t)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	// 320 KB fits an item as binary but not as base64 inside JSON.
+	big := fill(make([]byte, 320*1024))
+	h, err := queueAt(t, d, ns, "w", nil, now, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := queueAt(t, d, ns, "x", big, now, 0); err != nil || r.Outcome != driver.Queued {
+		t.Fatalf("queue 320 KB: %v %v", r.Outcome, err)
+	}
+	rep, err := d.HandoverLock(ctx, ns, "t", h.Holder.Token, now, now.Add(30*time.Minute), now.Add(time.Minute), false)
+	if err != nil || !rep.Held || rep.Next == nil || len(rep.Next.Payload) != len(big) {
+		t.Fatalf("handover of a 320 KB entry: held %v, %v", rep.Held, err)
+	}
+	st, _, err := d.InspectLock(ctx, ns, "t", now)
+	if err != nil || len(st.Holders) != 1 || st.Holders[0].Entry == nil || len(st.Holders[0].Entry.Payload) != len(big) {
+		t.Fatalf("the holder's entry as stored: %+v %v", st.Holders, err)
+	}
+	// When the holder lapses the entry goes back to the front.
+	lapsed, err := d.LapsedLocks(ctx, ns, now.Add(29*time.Minute), 10)
+	if err != nil || len(lapsed) != 0 {
+		t.Fatalf("lapsed while held: %d %v", len(lapsed), err)
+	}
+	lapsed, err = d.LapsedLocks(ctx, ns, now.Add(30*time.Minute), 10)
+	if err != nil || len(lapsed) != 1 || len(lapsed[0].Pending) != 1 || len(lapsed[0].Pending[0].Payload) != len(big) {
+		t.Fatalf("lapsed once the holder lapsed: %d %v", len(lapsed), err)
+	}
+}
+
+func TestLapsedLocksReadOnlyLocksWhoseHolderLapsed(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns := testCtx(t), testNS(t)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	indexed := func() map[string]string {
+		t.Helper()
+		q, err := d.db.Query(ctx, &dynamodb.QueryInput{
+			TableName: aws.String(d.table), IndexName: aws.String(IndexIsOpen),
+			KeyConditionExpression:    aws.String("#io = :p"),
+			ExpressionAttributeNames:  map[string]string{"#io": attrIsOpen},
+			ExpressionAttributeValues: map[string]av{":p": avS(lapsingLocks(ns))},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, it := range q.Items {
+			out[getS(it, attrKey)] = getS(it, attrOpenSK)[:21]
+		}
+		return out
+	}
+	acquire := func(key string, entry []byte) driver.AcquireReply {
+		t.Helper()
+		r, err := d.Acquire(ctx, ns, driver.AcquireRequest{Key: key, Owner: "w", Strategy: driver.Queue, Entry: entry,
+			Now: now, ExpiresAt: now.Add(time.Minute), EntryExpiresAt: now.Add(time.Hour), IdleExpiresAt: now.Add(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	acquire("no-entry", nil)
+	held := acquire("held", []byte("m"))
+	got := indexed()
+	if len(got) != 1 || got["held"] != timeSortable(now.Add(time.Minute)) {
+		t.Fatalf("indexed %v, want only the lock whose holder has an entry, at the holder's lease end", got)
+	}
+	if _, err := d.ExtendLock(ctx, ns, "held", held.Holder.Token, now, now.Add(30*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if got := indexed(); got["held"] != timeSortable(now.Add(30*time.Minute)) {
+		t.Fatalf("after extend the lock is indexed at %v, want the new lease end", got["held"])
+	}
+	// An entry that lapses with its holder leaves nothing to sweep.
+	short, err := d.Acquire(ctx, ns, driver.AcquireRequest{Key: "short", Owner: "w", Strategy: driver.Queue, Entry: []byte("m"),
+		Now: now, ExpiresAt: now.Add(time.Hour), EntryExpiresAt: now.Add(time.Minute), IdleExpiresAt: now.Add(time.Minute)})
+	if err != nil || short.Outcome != driver.Acquired {
+		t.Fatal(err)
+	}
+	if _, ok := indexed()["short"]; ok {
+		t.Fatal("a lock whose entry lapses before its holder is indexed")
+	}
+	if _, err := d.ReleaseLock(ctx, ns, "held", held.Holder.Token, now, now.Add(time.Minute), true); err != nil {
+		t.Fatal(err)
+	}
+	if got := indexed(); got["held"] != timeSortable(time.Time{}) {
+		t.Fatalf("an abandoned lock is indexed at %v, want at once", got["held"])
+	}
+	lapsed, err := d.LapsedLocks(ctx, ns, now, 10)
+	if err != nil || len(lapsed) != 1 || lapsed[0].Key != "held" {
+		t.Fatalf("lapsed: %+v %v", lapsed, err)
+	}
+}
+
+func TestEventsReleasedOrRecordedByOlderVersionsAreListed(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns := testCtx(t), testNS(t)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	// Before failed events and retry times, recorded and released events
+	// shared one index partition, and no item had lerr or retry.
+	for i, st := range []driver.EventStatus{driver.EventRecorded, driver.EventReleased} {
+		e := driver.Event{Key: fmt.Sprintf("old-%d", i), Status: st, Attempts: i, CreatedAt: now.Add(time.Duration(i) * time.Millisecond),
+			ExpiresAt: now.Add(time.Hour)}
+		it := eventItem(ns, &e, "", revision())
+		it[attrIsOpen] = avS(releasedEvents(ns))
+		if _, err := d.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(d.table), Item: it}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := func(evs []driver.Event, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range evs {
+			out = append(out, e.Key)
+		}
+		return strings.Join(out, ",")
+	}
+	if got := keys(d.DueEvents(ctx, ns, now, 10)); got != "old-1" {
+		t.Fatalf("due %q, want the released event only", got)
+	}
+	if got := keys(d.PendingEvents(ctx, ns, now, 10)); got != "old-0,old-1" {
+		t.Fatalf("pending %q, want both", got)
+	}
+	rep, err := d.ClaimEvent(ctx, ns, driver.ClaimRequest{EventWrite: driver.EventWrite{Key: "old-1", Now: now, ExpiresAt: now.Add(time.Hour)},
+		Token: "tok", LeaseUntil: now.Add(time.Minute), MaxAttempts: 5})
+	if err != nil || rep.Outcome != driver.ClaimAcquired || rep.Event.Attempts != 2 {
+		t.Fatalf("claim of an old released event: %v %d %v", rep.Outcome, rep.Event.Attempts, err)
+	}
+}
+
+func TestEventUpdatesWhoseAnswerWasLostStillCount(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns := testCtx(t), testNS(t)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	claim := func(key string) string {
+		t.Helper()
+		rep, err := d.ClaimEvent(ctx, ns, driver.ClaimRequest{EventWrite: driver.EventWrite{Key: key, Now: now, ExpiresAt: now.Add(time.Hour)},
+			Token: key + "-tok", LeaseUntil: now.Add(time.Minute), MaxAttempts: 1})
+		if err != nil || rep.Outcome != driver.ClaimAcquired {
+			t.Fatalf("claim %s: %v %v", key, rep.Outcome, err)
+		}
+		return key + "-tok"
+	}
+	lookup := func(key string) driver.Event {
+		t.Helper()
+		ev, _, err := d.LookupEvent(ctx, ns, key, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	tok := claim("a")
+	dropFirstAnswers(d, "UpdateItem")
+	if err := d.ExtendEvent(ctx, ns, "a", tok, now, now.Add(time.Hour), now.Add(2*time.Hour)); err != nil {
+		t.Fatalf("extend whose answer was lost: %v", err)
+	}
+	// One UpdateItem while attempts are left.
+	dropFirstAnswers(d, "UpdateItem")
+	err := d.ReleaseEvent(ctx, ns, driver.ReleaseRequest{Key: "a", Token: tok, Now: now, ExpiresAt: now.Add(time.Hour), Reason: "r", MaxAttempts: 2})
+	if ev := lookup("a"); err != nil || ev.Status != driver.EventReleased || ev.LastError != "r" {
+		t.Fatalf("release whose answer was lost: %+v %v", ev, err)
+	}
+	// At the last attempt: a read and a put conditioned on it.
+	tok = claim("b")
+	dropFirstAnswers(d, "PutItem")
+	err = d.ReleaseEvent(ctx, ns, driver.ReleaseRequest{Key: "b", Token: tok, Now: now, ExpiresAt: now.Add(time.Hour), MaxAttempts: 1})
+	if ev := lookup("b"); err != nil || ev.Status != driver.EventFailed || ev.LastError != driver.MaxAttemptsReason {
+		t.Fatalf("parking release whose answer was lost: %+v %v", ev, err)
+	}
+	dropFirstAnswers(d, "UpdateItem")
+	if err := d.RetryEvent(ctx, ns, "b", now, now.Add(time.Hour)); err != nil {
+		t.Fatalf("retry whose answer was lost: %v", err)
+	}
+	if ev := lookup("b"); ev.Status != driver.EventReleased || ev.Attempts != 0 || ev.LastError != driver.MaxAttemptsReason {
+		t.Fatalf("after retry: %+v", ev)
+	}
+	if err := d.RetryEvent(ctx, ns, "b", now, now.Add(time.Hour)); !errors.Is(err, driver.ErrConflict) {
+		t.Fatalf("retry of a released event: %v, want ErrConflict", err)
+	}
+	if err := d.RetryEvent(ctx, ns, "absent", now, now.Add(time.Hour)); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("retry of an absent event: %v, want ErrNotFound", err)
+	}
+}

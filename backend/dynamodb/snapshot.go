@@ -112,7 +112,8 @@ func recordItem(r *driver.Record) (item, error) {
 	case driver.KindCacheList:
 		return listItem(r.NS, r.Key, r.Values, r.ExpiresAt), nil
 	case driver.KindLock:
-		return lockItem(r.NS, &driver.LockState{Key: r.Key, Holders: r.Holders, Pending: r.Pending, Fence: r.Fence, ExpiresAt: r.ExpiresAt}, revision())
+		st := r.Lock()
+		return lockItem(r.NS, &st, revision())
 	case driver.KindAlert:
 		a := r.Alert()
 		return alertItem(r.NS, &a), nil

@@ -224,3 +224,78 @@ func TestItemSizeCountsNamesAndValues(t *testing.T) {
 		t.Fatalf("got %v, want ErrTooLarge", err)
 	}
 }
+
+func TestLockRecordTimesCountHolderEntries(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	entry := func(d time.Duration) *driver.Entry {
+		e := driver.Entry{Payload: []byte("m"), EnqueuedAt: t0}
+		if d != 0 {
+			e.ExpiresAt = t0.Add(d)
+		}
+		return &e
+	}
+	for _, c := range []struct {
+		name          string
+		st            driver.LockState
+		gc, lapse     time.Time
+		gcOK, lapseOK bool
+	}{
+		{name: "holder whose entry outlives it",
+			st: driver.LockState{Holders: []driver.Holder{{Token: 1, ExpiresAt: t0.Add(time.Minute), Entry: entry(time.Hour)}}},
+			gc: t0.Add(time.Hour), gcOK: true, lapse: t0.Add(time.Minute), lapseOK: true},
+		{name: "holder whose entry lapses first",
+			st: driver.LockState{Holders: []driver.Holder{{Token: 1, ExpiresAt: t0.Add(time.Hour), Entry: entry(time.Minute)}}},
+			gc: t0.Add(time.Hour), gcOK: true},
+		{name: "holder entry that never lapses",
+			st:    driver.LockState{Holders: []driver.Holder{{Token: 1, ExpiresAt: t0.Add(time.Minute), Entry: entry(0)}}},
+			lapse: t0.Add(time.Minute), lapseOK: true},
+		{name: "last of two holders",
+			st: driver.LockState{Holders: []driver.Holder{{Token: 1, ExpiresAt: t0.Add(2 * time.Minute)}, {Token: 2, ExpiresAt: t0.Add(time.Minute)}},
+				Pending: []driver.Entry{*entry(time.Hour)}},
+			gc: t0.Add(time.Hour), gcOK: true, lapse: t0.Add(2 * time.Minute), lapseOK: true},
+		{name: "no holder, entries waiting",
+			st: driver.LockState{Pending: []driver.Entry{*entry(time.Hour)}}, gc: t0.Add(time.Hour), gcOK: true, lapseOK: true},
+		{name: "holder without entries", st: driver.LockState{Holders: []driver.Holder{{Token: 1, ExpiresAt: t0.Add(time.Minute)}}},
+			gc: t0.Add(time.Minute), gcOK: true},
+	} {
+		gc, ok := lockGC(&c.st)
+		if ok != c.gcOK || ok && !gc.Equal(c.gc) {
+			t.Errorf("%s: lockGC = %v %v, want %v %v", c.name, gc, ok, c.gc, c.gcOK)
+		}
+		lapse, ok := lockLapse(&c.st)
+		if ok != c.lapseOK || ok && !lapse.Equal(c.lapse) {
+			t.Errorf("%s: lockLapse = %v %v, want %v %v", c.name, lapse, ok, c.lapse, c.lapseOK)
+		}
+	}
+}
+
+func TestLockItemRoundTripsHolderEntriesAndSkipped(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	st := driver.LockState{Key: "k", Fence: 7,
+		Holders: []driver.Holder{{Owner: "a", Token: 6, AcquiredAt: t0, ExpiresAt: t0.Add(time.Minute)},
+			{Owner: "b", Token: 7, AcquiredAt: t0, ExpiresAt: t0.Add(time.Minute), Entry: &driver.Entry{Payload: []byte{0, 1}, EnqueuedAt: t0}}},
+		Pending: []driver.Entry{{Payload: []byte("p"), EnqueuedAt: t0, ExpiresAt: t0.Add(time.Hour)}},
+		Skipped: []driver.Entry{{EnqueuedAt: t0}},
+	}
+	it, err := lockItem("ns", &st, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(getS(it, lkHolders), "entry") {
+		t.Fatalf("holder entries stored in the JSON: %s", getS(it, lkHolders))
+	}
+	got, err := decodeLock(it)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(lockPrint(&got)) != string(lockPrint(&st)) {
+		t.Fatalf("round trip:\n got %s\nwant %s", lockPrint(&got), lockPrint(&st))
+	}
+	// A record written before holders kept entries and skipped ones.
+	delete(it, lkEntries)
+	delete(it, lkSkipped)
+	old, err := decodeLock(it)
+	if err != nil || old.Holders[1].Entry != nil || old.Skipped != nil || len(old.Pending) != 1 {
+		t.Fatalf("older record: %+v %v", old, err)
+	}
+}
