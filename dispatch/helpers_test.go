@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -14,9 +15,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/botstate/botstate"
+	_ "github.com/botstate/botstate/backend/dynamodb"
+	_ "github.com/botstate/botstate/backend/file"
 	_ "github.com/botstate/botstate/backend/mem"
 	_ "github.com/botstate/botstate/backend/postgres"
-	// TEMP _ "github.com/botstate/botstate/backend/redis"
+	_ "github.com/botstate/botstate/backend/redis"
 	"github.com/botstate/botstate/statetest"
 )
 
@@ -39,11 +42,15 @@ type backend struct {
 	shared bool // several processes can share it
 }
 
-// backends lists mem and the shared backends whose servers the test script
-// started (required under BOTSTATE_REQUIRE_BACKENDS=1).
+// backends lists every backend: mem and the embedded file (one process
+// each), and the shared ones whose servers the test script started
+// (required under BOTSTATE_REQUIRE_BACKENDS=1).
 func backends(t *testing.T) []backend {
-	out := []backend{{name: "mem", url: "mem://"}}
-	for _, b := range []struct{ name, env string }{{"redis", "BOTSTATE_REDIS_URL"}, {"postgres", "BOTSTATE_POSTGRES_URL"}} {
+	out := []backend{{name: "mem", url: "mem://"}, {name: "file", url: "file://"}}
+	for _, b := range []struct{ name, env string }{
+		{"redis", "BOTSTATE_REDIS_URL"}, {"redis-cluster", "BOTSTATE_REDIS_CLUSTER_URL"},
+		{"postgres", "BOTSTATE_POSTGRES_URL"}, {"dynamodb", "BOTSTATE_DYNAMODB_URL"},
+	} {
 		if u := envURL(t, b.env); u != "" {
 			out = append(out, backend{name: b.name, url: u, shared: true})
 		}
@@ -84,6 +91,9 @@ func newFleet(t *testing.T, b backend, n int, cfg Config, opts ...botstate.Optio
 	t.Helper()
 	ns := uniqueNS()
 	f := &fleet{t: t}
+	if b.url == "file://" {
+		b.url = "file://" + filepath.Join(t.TempDir(), "state.db")
+	}
 	var shared *botstate.Store
 	for i := 0; i < n; i++ {
 		var st *botstate.Store

@@ -129,7 +129,7 @@ func (w *worker) run(first item, skipped []botstate.Entry) {
 // step takes cur's claim, waits out the policy's quiet period, and handles
 // the message it ends with. lost reports the lock lost.
 func (w *worker) step(cur *item, burst bool) (lost bool, err error) {
-	if ok, err := w.take(cur); !ok || err != nil {
+	if ok, err := w.take(cur, true); !ok || err != nil {
 		return false, err
 	}
 	switch {
@@ -221,7 +221,7 @@ func (w *worker) supersede(cur *item) (replaced bool, err error) {
 	if !next.valid() {
 		return false, nil
 	}
-	if ok, err := w.take(cur); !ok || err != nil {
+	if ok, err := w.take(cur, true); !ok || err != nil {
 		*cur = item{}
 		return false, err
 	}
@@ -230,34 +230,77 @@ func (w *worker) supersede(cur *item) (replaced bool, err error) {
 
 // take makes sure this process holds its claim: the enqueuer handed its
 // claim to the queue, and the worker takes it over. ok is false when the
-// message is not to be handled here: done, failed, or held by another
-// worker (recovery re-drove it).
-func (w *worker) take(it *item) (ok bool, err error) {
+// message is not to be handled here: done or failed.
+//
+// A message whose claim another worker holds while this one holds its
+// scope was left mid-call by a worker that died or timed out, or is being
+// re-driven by recovery on its way back to the queue: its claim will lapse
+// or come back within a lease. With wait, take waits for that (keeping the
+// lock) rather than skip the message and break the scope's order.
+func (w *worker) take(it *item, wait bool) (ok bool, err error) {
 	if it.claim.Status == botstate.Claimed {
 		return true, nil
 	}
+	deadline := time.Now().Add(2 * w.d.cfg.Lease)
+	for {
+		c, err := w.claim(it)
+		if err != nil {
+			return false, err
+		}
+		it.claim = c
+		switch c.Status {
+		case botstate.Claimed:
+			return true, nil
+		case botstate.Failed:
+			w.d.observe(w.obs(it, KindFailed))
+			return false, nil
+		case botstate.InProgress:
+			if !wait || time.Now().After(deadline) {
+				return false, nil
+			}
+			if err := w.pause(w.d.cfg.Lease / 4); err != nil {
+				return false, err
+			}
+		default:
+			return false, nil
+		}
+	}
+}
+
+// claim takes over the claim an entry carries, or claims afresh a message
+// whose event was forgotten (retention, limit).
+func (w *worker) claim(it *item) (c botstate.Claim, err error) {
 	ctx, cancel := w.call()
 	defer cancel()
-	var c botstate.Claim
 	if it.token != "" {
 		c, err = w.d.ev.TakeOver(ctx, botstate.EventToken{Key: it.msg.Key, ID: it.token}, w.d.cfg.Lease)
 	}
 	if it.token == "" || errors.Is(err, botstate.ErrNotFound) {
-		// Its event was forgotten (retention, limit): claim it afresh.
 		env := envelope{route: w.r.name, scope: w.scope, payload: it.msg.Payload}
 		c, err = w.d.ev.Claim(ctx, it.msg.Key, env.encode(), w.d.cfg.Lease)
 	}
+	return c, err
+}
+
+// pause waits for d holding the lock, renewing it when half its lease is
+// gone.
+func (w *worker) pause(d time.Duration) error {
+	select {
+	case <-time.After(d):
+	case <-w.ctx.Done():
+		return context.Cause(w.ctx)
+	}
+	if time.Now().Add(w.d.lockTTL / 2).Before(w.lock.ExpiresAt) {
+		return nil
+	}
+	ctx, cancel := w.call()
+	defer cancel()
+	lk, err := w.d.lk.Extend(ctx, w.lock, w.d.lockTTL)
 	if err != nil {
-		return false, err
+		return err
 	}
-	it.claim = c
-	switch c.Status {
-	case botstate.Claimed:
-		return true, nil
-	case botstate.Failed:
-		w.d.observe(w.obs(it, KindFailed))
-	}
-	return false, nil
+	w.lock = lk
+	return nil
 }
 
 // skip settles a message this worker holds the claim of as skipped, and
@@ -283,7 +326,7 @@ func (w *worker) takeSkipped(es []botstate.Entry) {
 		if err != nil {
 			continue
 		}
-		if ok, err := w.take(&it); ok && err == nil {
+		if ok, err := w.take(&it, false); ok && err == nil {
 			w.skip(&it)
 		}
 	}
@@ -361,7 +404,7 @@ func (w *worker) handle(it *item) (lost bool) {
 	switch {
 	case err == nil:
 		o.Kind = KindHandled
-		settleErr = d.ev.Complete(ctx, tok, nil)
+		settleErr = w.complete(tok)
 	case claimErr != nil:
 		o.Kind, o.Err = KindLost, err
 	case lockErr != nil || errors.Is(cause, ErrShutdown):
@@ -420,6 +463,31 @@ func (w *worker) fresh(it *item) (ok, lost bool) {
 		it.claim.LeaseUntil = until
 	}
 	return true, false
+}
+
+// complete stores a handled message's completion, trying again when a call
+// fails without an answer: until it lands the message is still this
+// worker's, and moving on would leave it to be re-driven out of order.
+func (w *worker) complete(tok botstate.EventToken) error {
+	var err error
+	for try := 0; try < 3; try++ {
+		if try > 0 {
+			time.Sleep(time.Duration(try) * 50 * time.Millisecond)
+		}
+		ctx, cancel := w.call()
+		err = w.d.ev.Complete(ctx, tok, nil)
+		if errors.Is(err, botstate.ErrNotOwner) && try > 0 {
+			// The earlier call may have landed after all.
+			if e, gerr := w.d.ev.Get(ctx, tok.Key); gerr == nil && e.Status == botstate.EventCompleted && len(e.Result) == 0 {
+				err = nil
+			}
+		}
+		cancel()
+		if err == nil || errors.Is(err, botstate.ErrNotOwner) {
+			return err
+		}
+	}
+	return err
 }
 
 // keepAlive renews the lock and a claim while a handler runs. Renewal
