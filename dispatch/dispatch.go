@@ -355,7 +355,7 @@ type Dispatcher struct {
 type fault uint8
 
 const (
-	// faultNoClaim handles messages without claiming them first.
+	// faultNoClaim handles messages without claiming or completing them.
 	faultNoClaim fault = iota + 1
 	// faultRelease releases the lock after a message instead of handing
 	// it over, dropping the queue.
@@ -486,9 +486,11 @@ func (d *Dispatcher) Dispatch(ctx context.Context, routeName string, m Message) 
 		return 0, fmt.Errorf("dispatch: %v: %w", err, botstate.ErrInvalidArgument)
 	}
 	env := envelope{route: r.name, scope: m.Scope, payload: m.Payload}
-	c, err := d.ev.Claim(ctx, m.Key, env.encode(), d.cfg.Lease)
+	var c botstate.Claim
 	if d.fault == faultNoClaim {
-		c, err = botstate.Claim{Status: botstate.Claimed, Token: botstate.EventToken{Key: m.Key, ID: "unclaimed"}, Attempts: 1}, nil
+		c = botstate.Claim{Status: botstate.Claimed, Token: botstate.EventToken{Key: m.Key, ID: "unclaimed"}, Attempts: 1}
+	} else {
+		c, err = d.ev.Claim(ctx, m.Key, env.encode(), d.cfg.Lease)
 	}
 	if err != nil {
 		return 0, err

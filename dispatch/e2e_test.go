@@ -508,7 +508,8 @@ type interval struct {
 	proc       int
 	key, scope string
 	start, end int64
-	lost       bool // told it lost its claim or lock, or its outcome was lost
+	settled    int64 // when its outcome was observed (0: never)
+	lost       bool  // told it lost its claim or lock, or its outcome was lost
 	ended      bool
 }
 
@@ -541,14 +542,21 @@ func (r *e2eRun) violations(ls []wlog, queueOrder bool, maxConc int) []string {
 				}
 			}
 		case "obs":
-			if l.Kind == "lost" {
-				lostObs[id]++
-				// the outcome follows the end: mark the last run of this key here
-				for i := len(runs) - 1; i >= 0; i-- {
-					if runs[i].proc == l.P && runs[i].key == l.Key {
-						runs[i].lost = true
-						break
+			if l.Kind == "duplicate" || l.Kind == "dropped" {
+				break
+			}
+			// An outcome follows its run's end: it belongs to this
+			// process's last run of the key.
+			for i := len(runs) - 1; i >= 0; i-- {
+				if iv := runs[i]; iv.proc == l.P && iv.key == l.Key {
+					if iv.settled == 0 {
+						iv.settled = l.T
 					}
+					if l.Kind == "lost" {
+						lostObs[id]++
+						iv.lost = true
+					}
+					break
 				}
 			}
 		}
@@ -582,9 +590,13 @@ func (r *e2eRun) violations(ls []wlog, queueOrder bool, maxConc int) []string {
 	for _, iv := range runs {
 		byKey[iv.key] = append(byKey[iv.key], iv)
 	}
+	// A faulted run is one the fault caught unfinished: the killed
+	// process's runs before the kill, and the paused process's runs not
+	// yet settled (completed, released) when it was stopped.
 	faulted := func(iv *interval) bool {
+		unsettledAt := func(t time.Time) bool { return iv.settled == 0 || iv.settled > t.UnixNano() }
 		return iv.proc == r.killed && iv.start < r.killAt.UnixNano() ||
-			iv.proc == r.paused && iv.start < r.resumeAt.UnixNano() && iv.end > r.pauseAt.UnixNano()
+			iv.proc == r.paused && iv.start < r.resumeAt.UnixNano() && unsettledAt(r.pauseAt)
 	}
 	for k, ivs := range byKey {
 		for i := 1; i < len(ivs); i++ {

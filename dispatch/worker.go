@@ -241,6 +241,10 @@ func (w *worker) take(it *item, wait bool) (ok bool, err error) {
 	if it.claim.Status == botstate.Claimed {
 		return true, nil
 	}
+	if w.d.fault == faultNoClaim {
+		it.claim = botstate.Claim{Status: botstate.Claimed, Token: botstate.EventToken{Key: it.msg.Key, ID: "unclaimed"}, Attempts: 1}
+		return true, nil
+	}
 	deadline := time.Now().Add(2 * w.d.cfg.Lease)
 	for {
 		c, err := w.claim(it)
@@ -404,7 +408,7 @@ func (w *worker) handle(it *item) (lost bool) {
 	switch {
 	case err == nil:
 		o.Kind = KindHandled
-		settleErr = w.complete(tok)
+		settleErr = w.complete(it.claim)
 	case claimErr != nil:
 		o.Kind, o.Err = KindLost, err
 	case lockErr != nil || errors.Is(cause, ErrShutdown):
@@ -452,7 +456,7 @@ func (w *worker) fresh(it *item) (ok, lost bool) {
 		}
 		w.lock = lk
 	}
-	if now.Add(w.d.cfg.Lease / 2).After(it.claim.LeaseUntil) {
+	if now.Add(w.d.cfg.Lease/2).After(it.claim.LeaseUntil) && w.d.fault != faultNoClaim {
 		until, err := w.d.ev.Extend(ctx, it.claim.Token, w.d.cfg.Lease)
 		if err != nil {
 			if !errors.Is(err, botstate.ErrNotOwner) {
@@ -468,17 +472,23 @@ func (w *worker) fresh(it *item) (ok, lost bool) {
 // complete stores a handled message's completion, trying again when a call
 // fails without an answer: until it lands the message is still this
 // worker's, and moving on would leave it to be re-driven out of order.
-func (w *worker) complete(tok botstate.EventToken) error {
+func (w *worker) complete(c botstate.Claim) error {
+	if w.d.fault == faultNoClaim {
+		return nil
+	}
 	var err error
 	for try := 0; try < 3; try++ {
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 50 * time.Millisecond)
 		}
 		ctx, cancel := w.call()
-		err = w.d.ev.Complete(ctx, tok, nil)
+		err = w.d.ev.Complete(ctx, c.Token, nil)
 		if errors.Is(err, botstate.ErrNotOwner) && try > 0 {
-			// The earlier call may have landed after all.
-			if e, gerr := w.d.ev.Get(ctx, tok.Key); gerr == nil && e.Status == botstate.EventCompleted && len(e.Result) == 0 {
+			// The earlier call may have landed after all: then the event
+			// is completed with the attempt count of this claim (a worker
+			// that took it over since would have counted one more).
+			e, gerr := w.d.ev.Get(ctx, c.Token.Key)
+			if gerr == nil && e.Status == botstate.EventCompleted && len(e.Result) == 0 && e.Attempts == c.Attempts {
 				err = nil
 			}
 		}
@@ -523,6 +533,9 @@ func (w *worker) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, 
 			return
 		}
 		w.lock = lk
+		if w.d.fault == faultNoClaim {
+			return
+		}
 		until, err := w.d.ev.Extend(rctx, k.claim.Token, w.d.cfg.Lease)
 		if err != nil {
 			k.lost = fmt.Errorf("%w: %v", botstate.ErrClaimLost, err)
