@@ -27,15 +27,18 @@ func (d *Driver) gcBound(now, expiresAt time.Time) string {
 
 // Event index keys, after the namespace's event base (see lua.go).
 const (
-	evClaims  = "p" // claimed and released events by createdAt
-	evRecords = "r" // recorded events by createdAt
-	evOrder   = "o" // events inserted under a limit by createdAt
+	evClaims   = "p" // claimed events by createdAt
+	evReleased = "r" // released events (and older code's recorded ones) by createdAt
+	evRecords  = "n" // recorded events by createdAt
+	evFailed   = "f" // failed events by createdAt
+	evOrder    = "o" // events inserted under a limit by createdAt
 )
 
 // eventKey is the key of an event's value.
 func (d *Driver) eventKey(base, key string) string { return base + "k:" + key }
 
-// neverMS is the expiry given to an index that holds an event without one.
+// neverMS is the expiry given to an index (of events, or a lapse bucket)
+// that holds an item without one.
 const neverMS = "253402300799000"
 
 // pxat is the native expiry of a value that lapses at t: t rounded up to the
@@ -65,53 +68,77 @@ func ceilDiv(a, b int64) int64 {
 	return q
 }
 
+// packEvent packs an event as the scripts read it. LastError and RetryAt
+// are the two last fields, left out when both are empty, as every new event
+// is: a value without them reads as zero, which is also how values written
+// before they existed read.
 func packEvent(e *driver.Event) string {
-	return pack(strconv.Itoa(int(e.Status)), strconv.Itoa(e.Attempts), us(e.CreatedAt), us(e.LeaseUntil),
-		us(e.ExpiresAt), e.Token, string(e.Payload), string(e.Result))
+	st, att, created, lease, exp := strconv.Itoa(int(e.Status)), strconv.Itoa(e.Attempts), us(e.CreatedAt), us(e.LeaseUntil), us(e.ExpiresAt)
+	if e.LastError == "" && e.RetryAt.IsZero() {
+		return pack(st, att, created, lease, exp, e.Token, string(e.Payload), string(e.Result))
+	}
+	return pack(st, att, created, lease, exp, e.Token, string(e.Payload), string(e.Result), e.LastError, us(e.RetryAt))
 }
 
 func unpackEvent(key, v string) (driver.Event, error) {
-	f, err := unpack(v, 8)
-	if err != nil {
-		return driver.Event{}, err
+	f, err := unpackAll(v, 10)
+	if err != nil || (len(f) != 8 && len(f) != 10) {
+		return driver.Event{}, errCorrupt
 	}
 	st, err1 := strconv.Atoi(f[0])
 	att, err2 := strconv.Atoi(f[1])
 	created, err3 := fromUS(f[2])
 	lease, err4 := fromUS(f[3])
 	exp, err5 := fromUS(f[4])
-	for _, e := range []error{err1, err2, err3, err4, err5} {
-		if e != nil {
+	var retry time.Time
+	var err6 error
+	e := driver.Event{Key: key, Token: f[5], Payload: bytesOrNil(f[6]), Result: bytesOrNil(f[7])}
+	if len(f) == 10 {
+		e.LastError = f[8]
+		retry, err6 = fromUS(f[9])
+	}
+	for _, err := range []error{err1, err2, err3, err4, err5, err6} {
+		if err != nil {
 			return driver.Event{}, errCorrupt
 		}
 	}
-	return driver.Event{Key: key, Status: driver.EventStatus(st), Attempts: att, CreatedAt: created,
-		LeaseUntil: lease, ExpiresAt: exp, Token: f[5], Payload: bytesOrNil(f[6]), Result: bytesOrNil(f[7])}, nil
+	e.Status, e.Attempts, e.CreatedAt, e.LeaseUntil, e.ExpiresAt, e.RetryAt = driver.EventStatus(st), att, created, lease, exp, retry
+	return e, nil
 }
 
 // RecordEvent implements driver.Events: one script that stores the event
 // and joins it to the recorded index unless a live one is there.
 func (d *Driver) RecordEvent(ctx context.Context, ns string, w driver.EventWrite) (bool, error) {
 	e := driver.Event{Key: w.Key, Status: driver.EventRecorded, Payload: w.Payload, CreatedAt: w.Now, ExpiresAt: w.ExpiresAt}
-	keys, args := d.insertArgs(ns, evRecords, &e, w)
+	keys, args := d.insertArgs(ns, evRecords, &e, w, "")
 	n, _, err := d.runEvent(ctx, recordScript, keys, args)
 	return n == 1, err
 }
 
-// insertArgs builds the KEYS and ARGV of the insert scripts (see lua.go).
-func (d *Driver) insertArgs(ns, index string, e *driver.Event, w driver.EventWrite) ([]string, []string) {
+// insertArgs builds the KEYS and ARGV of the insert scripts (see lua.go);
+// maxAttempts is the claim script's attempt limit, "" for a record.
+func (d *Driver) insertArgs(ns, index string, e *driver.Event, w driver.EventWrite, maxAttempts string) ([]string, []string) {
 	base := d.nsBase(ns, domEvents)
-	var keys, args []string
+	n := 6
+	if maxAttempts != "" {
+		n++
+	}
+	var keys []string
 	if w.Limit > 0 {
 		keys = []string{d.eventKey(base, w.Key), base + index, base + evOrder}
-		args = make([]string, 7)
-		args[6] = strconv.Itoa(w.Limit)
+		n++
 	} else {
 		keys = []string{d.eventKey(base, w.Key), base + index}
-		args = make([]string, 6)
 	}
+	args := make([]string, n)
 	args[0], args[1], args[2], args[3], args[4], args[5] = packEvent(e), pxat(w.ExpiresAt), us(w.Now), w.Key,
 		indexExpiry(w.ExpiresAt), d.gcBound(w.Now, w.ExpiresAt)
+	if maxAttempts != "" {
+		args[6] = maxAttempts
+	}
+	if w.Limit > 0 {
+		args[n-1] = strconv.Itoa(w.Limit)
+	}
 	return keys, args
 }
 
@@ -177,9 +204,11 @@ func (d *Driver) ForgetEvent(ctx context.Context, ns, key string) error {
 	return err
 }
 
-// ClaimEvent implements driver.Events in one script (Claim and Reclaim have
-// one each). A new event is built here, so the script only stores it and the
-// reply carries no payload back.
+// ClaimEvent implements driver.Events in one script: Claim has one, and
+// Reclaim and TakeOver share another. Both decide as driver.ApplyClaim does
+// (retry times, takeovers by the holder's token, the attempt limit). A new
+// event is built here, so the script only stores it and the reply carries
+// no payload back.
 func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimRequest) (driver.ClaimReply, error) {
 	fresh := driver.Event{Key: r.Key, Status: driver.EventClaimed, Payload: r.Payload, Token: r.Token,
 		Attempts: 1, CreatedAt: r.Now, LeaseUntil: r.LeaseUntil, ExpiresAt: r.ExpiresAt}
@@ -190,9 +219,10 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 		s = reclaimScript
 		base := d.nsBase(ns, domEvents)
 		keys = []string{d.eventKey(base, r.Key), base + evClaims}
-		args = []string{packEvent(&fresh), pxat(r.ExpiresAt), us(r.Now), r.Key, indexExpiry(r.ExpiresAt)}
+		args = []string{packEvent(&fresh), pxat(r.ExpiresAt), us(r.Now), r.Key, indexExpiry(r.ExpiresAt),
+			r.Holder, strconv.Itoa(r.MaxAttempts)}
 	} else {
-		keys, args = d.insertArgs(ns, evClaims, &fresh, r.EventWrite)
+		keys, args = d.insertArgs(ns, evClaims, &fresh, r.EventWrite, strconv.Itoa(r.MaxAttempts))
 	}
 	oc, v, err := d.runEvent(ctx, s, keys, args)
 	if err != nil {
@@ -216,14 +246,11 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 	return driver.ClaimReply{Outcome: driver.ClaimOutcome(oc), Event: ev}, nil
 }
 
-func (d *Driver) finish(ctx context.Context, ns, key, token string, complete bool, result []byte, now, expiresAt time.Time) error {
-	c := "0"
-	if complete {
-		c = "1"
-	}
+// fenced runs one of the scripts fenced by a claim token (Complete,
+// Extend, Release), whose reply is 1 done or 0 not the owner.
+func (d *Driver) fenced(ctx context.Context, s scriptRef, ns, key string, args []string) error {
 	base := d.nsBase(ns, domEvents)
-	n, _, err := d.runEvent(ctx, finishScript, []string{d.eventKey(base, key), base + evClaims},
-		[]string{us(now), key, token, c, string(result), us(expiresAt), pxat(expiresAt), indexExpiry(expiresAt)})
+	n, _, err := d.runEvent(ctx, s, []string{d.eventKey(base, key), base + evClaims}, args)
 	if err != nil {
 		return err
 	}
@@ -233,19 +260,58 @@ func (d *Driver) finish(ctx context.Context, ns, key, token string, complete boo
 	return nil
 }
 
-// CompleteEvent implements driver.Events, fenced by the token in the script.
+// CompleteEvent implements driver.Events in one script, fenced by the
+// token (driver.ApplyComplete).
 func (d *Driver) CompleteEvent(ctx context.Context, ns, key, token string, result []byte, now, expiresAt time.Time) error {
-	return d.finish(ctx, ns, key, token, true, result, now, expiresAt)
+	return d.fenced(ctx, completeScript, ns, key,
+		[]string{us(now), key, token, string(result), us(expiresAt), pxat(expiresAt), indexExpiry(expiresAt)})
 }
 
-// ReleaseEvent implements driver.Events, fenced by the token in the script.
-func (d *Driver) ReleaseEvent(ctx context.Context, ns, key, token string, now time.Time) error {
-	return d.finish(ctx, ns, key, token, false, nil, now, time.Time{})
+// ExtendEvent implements driver.Events in one script, fenced by the token
+// (driver.ApplyExtendEvent).
+func (d *Driver) ExtendEvent(ctx context.Context, ns, key, token string, now, leaseUntil, expiresAt time.Time) error {
+	return d.fenced(ctx, extendEventScript, ns, key,
+		[]string{us(now), key, token, us(leaseUntil), us(expiresAt), pxat(expiresAt), indexExpiry(expiresAt)})
+}
+
+// ReleaseEvent implements driver.Events in one script, fenced by the token
+// (driver.ApplyReleaseEvent): the claim leaves the claims index for the
+// released or the failed one in the same step.
+func (d *Driver) ReleaseEvent(ctx context.Context, ns string, r driver.ReleaseRequest) error {
+	return d.fenced(ctx, releaseEventScript, ns, r.Key, []string{us(r.Now), r.Key, r.Token, us(r.RetryAt),
+		us(r.ExpiresAt), pxat(r.ExpiresAt), indexExpiry(r.ExpiresAt), r.Reason, flag(r.Fail),
+		strconv.Itoa(r.MaxAttempts), flag(r.Defer), d.gcBound(r.Now, r.ExpiresAt)})
+}
+
+// RetryEvent implements driver.Events in one script
+// (driver.ApplyRetryEvent): a failed event moves back to the released index.
+func (d *Driver) RetryEvent(ctx context.Context, ns, key string, now, expiresAt time.Time) error {
+	base := d.nsBase(ns, domEvents)
+	n, _, err := d.runEvent(ctx, retryEventScript, []string{d.eventKey(base, key), base + evClaims},
+		[]string{us(now), key, us(expiresAt), pxat(expiresAt), indexExpiry(expiresAt)})
+	switch {
+	case err != nil:
+		return err
+	case n == 0:
+		return driver.ErrNotFound
+	case n == 2:
+		return driver.ErrConflict
+	}
+	return nil
+}
+
+// flag is a boolean script argument.
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 func (d *Driver) listEvents(ctx context.Context, ns string, now time.Time, limit int, s scriptRef) ([]driver.Event, error) {
 	base := d.nsBase(ns, domEvents)
-	out, err := d.run(ctx, s, []string{base + evClaims, base + evRecords}, []string{us(now), strconv.Itoa(limit)})
+	out, err := d.run(ctx, s, []string{base + evClaims, base + evReleased, base + evRecords, base + evFailed},
+		[]string{us(now), strconv.Itoa(limit)})
 	if err != nil {
 		return nil, err
 	}
@@ -267,8 +333,23 @@ func (d *Driver) ExpiredEvents(ctx context.Context, ns string, now time.Time, li
 	return d.listEvents(ctx, ns, now, limit, expiredScript)
 }
 
-// PendingEvents implements driver.Events by merging the claims and records
-// indexes, each in the order asked for (CreatedAt, then key bytewise).
+// DueEvents implements driver.Events by merging two walks in the order
+// asked for: the claims index, keeping the claims whose lease ended, and the
+// released index, keeping the events whose retry time came. It reads the
+// live claims and the released events still waiting that are older than
+// what it returns, and no recorded, completed or failed event.
+func (d *Driver) DueEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	return d.listEvents(ctx, ns, now, limit, dueScript)
+}
+
+// FailedEvents implements driver.Events by walking the failed index.
+func (d *Driver) FailedEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	return d.listEvents(ctx, ns, now, limit, failedScript)
+}
+
+// PendingEvents implements driver.Events by merging the claims, released
+// and recorded indexes, each in the order asked for (CreatedAt, then key
+// bytewise); failed events have an index of their own and are left out.
 func (d *Driver) PendingEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
 	return d.listEvents(ctx, ns, now, limit, pendingScript)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -140,6 +141,12 @@ func TestEveryKeyExpires(t *testing.T) {
 	c2, _ := ev.Claim(ctx, "done2", nil, time.Minute)
 	must(ev.Complete(ctx, c2.Token, []byte("r")))
 	_ = c
+	c3, err := ev.Claim(ctx, "released", nil, time.Minute)
+	must(err)
+	must(ev.ReleaseAfter(ctx, c3.Token, time.Minute, "later"))
+	c4, err := ev.Claim(ctx, "failed", nil, time.Minute)
+	must(err)
+	must(ev.Fail(ctx, c4.Token, "no"))
 	_, err = st.Conversations().UpdateData(ctx, "conv", map[string]any{"a": 1})
 	must(err)
 	must(st.Threads().Subscribe(ctx, "th", time.Hour))
@@ -155,11 +162,18 @@ func TestEveryKeyExpires(t *testing.T) {
 	must(err)
 	_, err = st.Locks().Acquire(ctx, "idle", "o", nil, botstate.LockPolicy{TTL: time.Minute})
 	must(err)
+	deb := botstate.LockPolicy{TTL: time.Minute, Strategy: botstate.Debounce}
+	_, err = st.Locks().Acquire(ctx, "skipped", "o", []byte("e0"), deb)
+	must(err)
+	_, err = st.Locks().Acquire(ctx, "skipped", "o2", []byte("e1"), deb)
+	must(err)
+	_, err = st.Locks().Acquire(ctx, "skipped", "o3", []byte("e2"), deb)
+	must(err)
 	_ = l
 	must(st.Incidents().SaveAlert(ctx, &botstate.Alert{ChannelID: "C1", UniqueID: "a", Body: json.RawMessage(`{}`)}))
 
 	keys := d.keysOf(t, st.Name())
-	if len(keys) < 15 {
+	if len(keys) < 19 {
 		t.Fatalf("only %d keys: %q", len(keys), keys)
 	}
 	for _, k := range keys {
@@ -302,48 +316,275 @@ func TestStaleIndexEntries(t *testing.T) {
 	}
 }
 
-// TestReleasedLeaveTheClaimsIndex checks that a released event waits among
-// the unclaimed (so Expired never walks it) and returns to the claims when
-// taken again.
-func TestReleasedLeaveTheClaimsIndex(t *testing.T) {
-	st, d, clock := open(t)
+// TestEventIndexFollowsStatus checks that an event sits in the index of
+// its status alone at every step (claims p, released r, recorded n, failed
+// f, completed none), so Expired and Due never walk what cannot be due, and
+// that each index it joins expires.
+func TestEventIndexFollowsStatus(t *testing.T) {
+	st, d, clock := open(t, botstate.WithMaxAttempts(0))
 	ctx := context.Background()
 	ev := st.Events()
 	base := d.nsBase(st.Name(), domEvents)
-	in := func(index string) bool {
+	only := func(step, key, index string) {
 		t.Helper()
-		_, err := d.client.Do(ctx, d.client.B().Zscore().Key(base+index).Member("k").Build()).AsFloat64()
-		if err != nil && !isNil(err) {
-			t.Fatal(err)
+		for _, idx := range []string{evClaims, evReleased, evRecords, evFailed} {
+			_, err := d.client.Do(ctx, d.client.B().Zscore().Key(base+idx).Member(key).Build()).AsFloat64()
+			if err != nil && !isNil(err) {
+				t.Fatal(err)
+			}
+			if in := err == nil; in != (idx == index) {
+				t.Errorf("%s: %s in index %s: %v, want %v", step, key, idx, in, idx == index)
+			}
 		}
-		return err == nil
+		if index == "" {
+			return
+		}
+		if ms, err := d.client.Do(ctx, d.client.B().Pexpiretime().Key(base+index).Build()).AsInt64(); err != nil || ms <= 0 {
+			t.Errorf("%s: index %s has no expiry: %d %v", step, index, ms, err)
+		}
 	}
+	if _, err := ev.Record(ctx, "rec", nil); err != nil {
+		t.Fatal(err)
+	}
+	only("record", "rec", evRecords)
 	c, err := ev.Claim(ctx, "k", nil, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !in(evClaims) || in(evRecords) {
-		t.Fatal("a claim is not in the claims index alone")
-	}
-	if err := ev.Release(ctx, c.Token); err != nil {
+	only("claim", "k", evClaims)
+	if err := ev.ReleaseAfter(ctx, c.Token, time.Minute, "later"); err != nil {
 		t.Fatal(err)
 	}
-	if in(evClaims) || !in(evRecords) {
-		t.Fatal("a released event is not in the unclaimed index alone")
+	only("release", "k", evReleased)
+	if c, err = ev.Reclaim(ctx, "k", time.Minute); err != nil || c.Status != botstate.Claimed {
+		t.Fatalf("reclaim after release: %+v %v", c, err)
 	}
-	if ms, err := d.client.Do(ctx, d.client.B().Pexpiretime().Key(base+evRecords).Build()).AsInt64(); err != nil || ms <= 0 {
-		t.Fatalf("the unclaimed index has no expiry: %d %v", ms, err)
+	only("reclaim", "k", evClaims)
+	if err := ev.Fail(ctx, c.Token, "no"); err != nil {
+		t.Fatal(err)
 	}
+	only("fail", "k", evFailed)
+	if err := ev.Retry(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	only("retry", "k", evReleased)
 	if c, err = ev.Claim(ctx, "k", nil, time.Minute); err != nil || c.Status != botstate.Claimed {
-		t.Fatalf("claim after release: %+v %v", c, err)
+		t.Fatalf("claim after retry: %+v %v", c, err)
 	}
-	if !in(evClaims) || in(evRecords) {
-		t.Fatal("a claim taken again is not back in the claims index alone")
-	}
+	only("claim after retry", "k", evClaims)
 	clock.Advance(time.Minute)
-	if x, err := ev.Expired(ctx, 0); err != nil || len(x) != 1 || x[0].Attempts != 2 {
+	if x, err := ev.Expired(ctx, 0); err != nil || len(x) != 1 || x[0].Attempts != 1 {
 		t.Fatalf("expired: %+v %v", x, err)
 	}
+	t2, err := ev.TakeOver(ctx, c.Token, time.Minute)
+	if err != nil || t2.Status != botstate.Claimed {
+		t.Fatalf("take over: %+v %v", t2, err)
+	}
+	only("take over", "k", evClaims)
+	if err := ev.Complete(ctx, t2.Token, nil); err != nil {
+		t.Fatal(err)
+	}
+	only("complete", "k", "")
+}
+
+// TestOlderValuesStillRead writes events and locks as the code before
+// lastError, retryAt, holder entries and skipped entries wrote them (a
+// recorded and a released event in the same index r, eight-field values,
+// three-field holders) and checks that every call reads them as the zero
+// values of the new fields.
+func TestOlderValuesStillRead(t *testing.T) {
+	st, d, clock := open(t, botstate.WithEventWindow(time.Hour))
+	ctx := context.Background()
+	ns := st.Name()
+	now := clock.Now()
+	base := d.nsBase(ns, domEvents)
+	old := func(key string, status driver.EventStatus, created time.Time) {
+		t.Helper()
+		v := pack(strconv.Itoa(int(status)), "1", us(created), "0", us(now.Add(time.Hour)), "", "p", "")
+		if err := d.client.Do(ctx, d.client.B().Set().Key(d.eventKey(base, key)).Value(v).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.client.Do(ctx, d.client.B().Zadd().Key(base+evReleased).ScoreMember().
+			ScoreMember(float64(created.UnixMicro()), key).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old("a-recorded", driver.EventRecorded, now.Add(-2*time.Second))
+	old("b-released", driver.EventReleased, now.Add(-time.Second))
+	ev := st.Events()
+	keys := func(es []botstate.Event) (out []string) {
+		for _, e := range es {
+			out = append(out, e.Key)
+		}
+		return out
+	}
+	p, err := ev.Pending(ctx, 0)
+	if err != nil || strings.Join(keys(p), ",") != "a-recorded,b-released" {
+		t.Fatalf("pending: %v %v", keys(p), err)
+	}
+	due, err := ev.Due(ctx, 0)
+	if err != nil || strings.Join(keys(due), ",") != "b-released" {
+		t.Fatalf("due: %v %v", keys(due), err)
+	}
+	if got, err := ev.Get(ctx, "b-released"); err != nil || got.LastError != "" || !got.RetryAt.IsZero() || got.Attempts != 1 {
+		t.Fatalf("get: %+v %v", got, err)
+	}
+	c, err := ev.Claim(ctx, "b-released", nil, time.Minute)
+	if err != nil || c.Status != botstate.Claimed || c.Attempts != 2 {
+		t.Fatalf("claim of an older released event: %+v %v", c, err)
+	}
+	if c, err := ev.Claim(ctx, "a-recorded", nil, time.Minute); err != nil || c.Status != botstate.InProgress {
+		t.Fatalf("claim of an older recorded event: %+v %v", c, err)
+	}
+
+	lk := d.lockKeys(ns, "lk")
+	exp := now.Add(time.Minute)
+	if err := d.client.Do(ctx, d.client.B().Hset().Key(lk[0]).FieldValue().FieldValue("f", "7").FieldValue("x", "0").
+		FieldValue("h7", pack("w", us(now), us(exp))).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	queued := driver.Entry{Payload: []byte("q"), EnqueuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := d.client.Do(ctx, d.client.B().Rpush().Key(lk[1]).Element(packEntry(&queued)).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := st.Locks().Inspect(ctx, "lk")
+	if err != nil || len(ls.Holders) != 1 || ls.Holders[0].Entry != nil || len(ls.Pending) != 1 || len(ls.Skipped) != 0 {
+		t.Fatalf("inspect: %+v %v", ls, err)
+	}
+	// Older code kept no lapse bucket: the record joins its bucket at its
+	// first write by this code.
+	q := botstate.LockPolicy{Strategy: botstate.Queue, TTL: time.Minute}
+	if r, err := st.Locks().Acquire(ctx, "lk", "x", []byte("q2"), q); err != nil || r.Status != botstate.Queued {
+		t.Fatalf("queue behind an older holder: %+v %v", r, err)
+	}
+	clock.Advance(time.Minute)
+	lapsed, err := st.Locks().Lapsed(ctx, 0)
+	if err != nil || len(lapsed) != 1 || lapsed[0].Key != "lk" {
+		t.Fatalf("lapsed: %+v %v", lapsed, err)
+	}
+	r, err := st.Locks().TakeOver(ctx, "lk", "sweeper", time.Minute)
+	if err != nil || r.Status != botstate.Acquired || r.Next == nil || string(r.Next.Payload) != "q" {
+		t.Fatalf("take over: %+v %v", r, err)
+	}
+}
+
+// TestSlotTags checks the tags that name Cluster lapse buckets: one for
+// every slot, landing in it, with no ':' (so no other key's tag equals it).
+func TestSlotTags(t *testing.T) {
+	for s := 0; s < clusterSlots; s++ {
+		tag := slotTag(s)
+		if slotOf(tag) != s || strings.ContainsAny(tag, ":{}") {
+			t.Fatalf("slot %d: tag %q lands in %d", s, tag, slotOf(tag))
+		}
+	}
+	// The CRC16 of the Redis Cluster specification's example.
+	if got := slotOf("123456789"); got != 0x31C3&(clusterSlots-1) {
+		t.Fatalf("slotOf(123456789) = %d", got)
+	}
+}
+
+// openCluster opens a store on the Cluster with a fake clock.
+func openCluster(t *testing.T) (*botstate.Store, *Driver, *statetest.Clock) {
+	t.Helper()
+	clock := statetest.NewClock()
+	st, err := botstate.Open(context.Background(), statetest.BackendURL(t, "BOTSTATE_REDIS_CLUSTER_URL"), botstate.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st.Namespace("itc-" + strconv.FormatInt(time.Now().UnixNano(), 36)), st.Driver().(*Driver), clock
+}
+
+// TestLapseBucketsOnCluster checks, on the Cluster, that a lock's lapse
+// bucket shares its slot (as the server hashes them), that Lapsed gathers
+// lapsed locks from every node in key order up to its limit and leaves out
+// held ones, and that a lock leaves its bucket once drained.
+func TestLapseBucketsOnCluster(t *testing.T) {
+	st, d, clock := openCluster(t)
+	ctx := context.Background()
+	slot := func(k string) int64 {
+		t.Helper()
+		n, err := d.client.Do(ctx, d.client.B().ClusterKeyslot().Key(k).Build()).AsInt64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	l := st.Locks()
+	q := botstate.LockPolicy{Strategy: botstate.Queue, TTL: time.Minute}
+	var want []string
+	slots := map[int64]bool{}
+	for i := 0; i < 60; i++ {
+		k := "lock-" + strconv.Itoa(i)
+		keys := d.lockKeys(st.Name(), k)
+		if a, b := slot(keys[0]), slot(keys[2]); a != b {
+			t.Fatalf("%s: record in slot %d, bucket in %d", k, a, b)
+		}
+		slots[slot(keys[0])] = true
+		if _, err := l.Acquire(ctx, k, "w", []byte("m-"+k), q); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			// held on past the lapse of the others
+			if _, err := l.Extend(ctx, botstate.Lock{Key: k, Token: mustToken(t, l, k)}, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			want = append(want, k)
+		}
+	}
+	if len(slots) < 30 {
+		t.Fatalf("the locks sit in only %d slots", len(slots))
+	}
+	slices.Sort(want)
+	if got, err := l.Lapsed(ctx, 0); err != nil || len(got) != 0 {
+		t.Fatalf("lapsed while held: %d %v", len(got), err)
+	}
+	clock.Advance(time.Minute)
+	got, err := l.Lapsed(ctx, 0)
+	if err != nil || strings.Join(lockNames(got), ",") != strings.Join(want, ",") {
+		t.Fatalf("lapsed: %v %v, want %v", lockNames(got), err, want)
+	}
+	if got[0].Pending[0].Payload == nil || string(got[0].Pending[0].Payload) != "m-"+want[0] {
+		t.Fatalf("lapsed state: %+v", got[0])
+	}
+	got, err = l.Lapsed(ctx, 5)
+	if err != nil || strings.Join(lockNames(got), ",") != strings.Join(want[:5], ",") {
+		t.Fatalf("lapsed, limit 5: %v %v", lockNames(got), err)
+	}
+	r, err := l.TakeOver(ctx, want[0], "sweeper", time.Minute)
+	if err != nil || r.Status != botstate.Acquired {
+		t.Fatalf("take over: %+v %v", r, err)
+	}
+	if h, err := l.Handover(ctx, r.Lock, time.Minute); err != nil || h.Held {
+		t.Fatalf("handover: %+v %v", h, err)
+	}
+	bucket := d.lockKeys(st.Name(), want[0])[2]
+	c := d.lockKeys(st.Name(), want[0])[0]
+	member := c[strings.IndexByte(c, '}')-8:strings.IndexByte(c, '}')] + want[0]
+	if _, err := d.client.Do(ctx, d.client.B().Zscore().Key(bucket).Member(member).Build()).AsFloat64(); !isNil(err) {
+		t.Fatalf("a drained lock is still in its bucket: %v", err)
+	}
+	if ms, err := d.client.Do(ctx, d.client.B().Pttl().Key(d.lockKeys(st.Name(), want[1])[2]).Build()).AsInt64(); err != nil || ms <= 0 {
+		t.Fatalf("a bucket has no expiry: %d %v", ms, err)
+	}
+}
+
+func lockNames(sts []botstate.LockState) []string {
+	out := []string{}
+	for _, s := range sts {
+		out = append(out, s.Key)
+	}
+	return out
+}
+
+func mustToken(t *testing.T, l *botstate.Locks, key string) uint64 {
+	t.Helper()
+	st, err := l.Inspect(context.Background(), key)
+	if err != nil || len(st.Holders) != 1 {
+		t.Fatalf("inspect %s: %+v %v", key, st, err)
+	}
+	return st.Holders[0].Token
 }
 
 // TestLimitWithUnlimitedWriters shares a namespace between a store with an

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -307,6 +308,12 @@ func (d *Driver) nsBase(ns, dom string) string {
 // carries a hash of the key, so the keys of one item share a slot while
 // different items land all over the cluster.
 func (d *Driver) keyBase(ns, dom, key string) string {
+	return d.prefix + "{" + keyTag(ns, dom, key) + "}"
+}
+
+// keyTag is the hash tag of keyBase: the namespace, the domain and the
+// 32-bit FNV-1a hash of the key in 8 hex digits.
+func keyTag(ns, dom, key string) string {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(key))
 	var b [8]byte
@@ -316,7 +323,58 @@ func (d *Driver) keyBase(ns, dom, key string) string {
 		b[i] = digits[v&15]
 		v >>= 4
 	}
-	return d.prefix + "{" + ns + ":" + dom + ":" + string(b[:]) + "}"
+	return ns + ":" + dom + ":" + string(b[:])
+}
+
+// clusterSlots is the number of Redis Cluster hash slots.
+const clusterSlots = 16384
+
+// crcTable drives crc16, the CRC16-XMODEM that Redis Cluster hashes tags
+// with (polynomial 0x1021, initial value 0).
+var crcTable = func() (t [256]uint16) {
+	for i := range t {
+		c := uint16(i) << 8
+		for range 8 {
+			if c&0x8000 != 0 {
+				c = c<<1 ^ 0x1021
+			} else {
+				c <<= 1
+			}
+		}
+		t[i] = c
+	}
+	return t
+}()
+
+// slotOf is the Cluster slot of a key whose hash tag is tag.
+func slotOf(tag string) int {
+	var c uint16
+	for i := 0; i < len(tag); i++ {
+		c = c<<8 ^ crcTable[byte(c>>8)^tag[i]]
+	}
+	return int(c) & (clusterSlots - 1)
+}
+
+var (
+	slotTagsOnce sync.Once
+	slotTags     [clusterSlots]string
+)
+
+// slotTag returns a hash tag that lands in slot: the first of "l0", "l1",
+// ... that does. Such a tag holds no ':', so it never equals the tag of any
+// other key (those start with a namespace and ':'). The table is built
+// once, in about 170,000 CRC steps.
+func slotTag(slot int) string {
+	slotTagsOnce.Do(func() {
+		for n, left := 0, clusterSlots; left > 0; n++ {
+			t := "l" + strconv.Itoa(n)
+			if s := slotOf(t); slotTags[s] == "" {
+				slotTags[s] = t
+				left--
+			}
+		}
+	})
+	return slotTags[slot]
 }
 
 // parsedKey is a key found by SCAN, taken apart.
@@ -386,6 +444,16 @@ var errCorrupt = errors.New("redis: stored record is malformed")
 
 // unpack splits a packed record into exactly n fields.
 func unpack(s string, n int) ([]string, error) {
+	out, err := unpackAll(s, n)
+	if err != nil || len(out) != n {
+		return nil, errCorrupt
+	}
+	return out, nil
+}
+
+// unpackAll splits a packed record into all its fields; n, the number
+// expected, sizes the result.
+func unpackAll(s string, n int) ([]string, error) {
 	out := make([]string, 0, n)
 	for len(s) > 0 {
 		c := strings.IndexByte(s, ':')
@@ -398,9 +466,6 @@ func unpack(s string, n int) ([]string, error) {
 		}
 		out = append(out, s[c+1:c+1+l])
 		s = s[c+1+l:]
-	}
-	if len(out) != n {
-		return nil, errCorrupt
 	}
 	return out, nil
 }
@@ -442,10 +507,15 @@ func strs(res rueidis.RedisResult) ([]string, error) {
 
 // run executes a script and reads its array reply.
 func (d *Driver) run(ctx context.Context, s *rueidis.Lua, keys, args []string) ([]string, error) {
+	return d.runOn(ctx, d.client, s, keys, args)
+}
+
+// runOn is run through client c: one node's, for a script without keys.
+func (d *Driver) runOn(ctx context.Context, c rueidis.Client, s *rueidis.Lua, keys, args []string) ([]string, error) {
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	out, err := strs(s.Exec(ctx, d.client, keys, args))
+	out, err := strs(s.Exec(ctx, c, keys, args))
 	if err != nil {
 		return nil, d.fail(ctx, err)
 	}

@@ -453,12 +453,15 @@ func (d *Driver) importOp(r *driver.Record) (op, error) {
 		}
 		return lua(importListScript, d.cacheKeys(r.NS, r.Key), args...)
 	case driver.KindLock:
-		args := []string{strconv.FormatUint(r.Fence, 10), us(r.ExpiresAt), strconv.Itoa(len(r.Holders))}
-		for _, h := range r.Holders {
-			args = append(args, tokenArg(h.Token), pack(h.Owner, us(h.AcquiredAt), us(h.ExpiresAt)))
+		args := []string{strconv.FormatUint(r.Fence, 10), us(r.ExpiresAt), strconv.Itoa(len(r.Holders)), strconv.Itoa(len(r.Pending))}
+		for i := range r.Holders {
+			args = append(args, tokenArg(r.Holders[i].Token), packHolder(&r.Holders[i]))
 		}
 		for i := range r.Pending {
 			args = append(args, packEntry(&r.Pending[i]))
+		}
+		for i := range r.Skipped {
+			args = append(args, packEntry(&r.Skipped[i]))
 		}
 		return lua(importLockScript, d.lockKeys(r.NS, r.Key), args...)
 	case driver.KindAlert:
