@@ -2,9 +2,9 @@ package dispatch
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,8 +17,8 @@ import (
 // with a no-op handler, each message on its own scope, against the bare
 // sequence of store calls the dispatcher makes for such a message (Claim,
 // Acquire, Complete, Handover), from the same number of goroutines, in the
-// same run. Each dispatching goroutine waits until its message was handled
-// before it sends the next, as the bare sequence waits for its calls. Run it with
+// same run. The dispatcher has as many messages in flight as the bare
+// sequence has goroutines. Run it with
 //
 //	go test -run '^$' -bench Dispatch -benchtime 20000x ./dispatch/
 //
@@ -86,7 +86,7 @@ func benchBare(b *testing.B, url string, workers int) {
 	b.ResetTimer()
 	start := time.Now()
 	spread(b, workers, func(i int) {
-		key := fmt.Sprintf("m%d", i)
+		key := "m" + strconv.Itoa(i)
 		env := envelope{route: "r", scope: key, payload: []byte("payload")}
 		c, err := ev.Claim(ctx, key, env.encode(), DefaultLease)
 		if err != nil || c.Status != botstate.Claimed {
@@ -115,13 +115,14 @@ func benchDispatch(b *testing.B, url string, workers int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Each goroutine waits for its message's handler, as the bare sequence
-	// waits for its calls: the same concurrency on both sides.
-	var waiting sync.Map // key -> chan struct{}
-	if err := d.Handle("r", Route{Handler: func(_ context.Context, job *Job) error {
-		if ch, ok := waiting.Load(job.Key); ok {
-			close(ch.(chan struct{}))
-		}
+	// As many messages in flight as the bare sequence has goroutines: a
+	// producer waits for a free slot, a handler frees one.
+	slots := make(chan struct{}, workers)
+	var done sync.WaitGroup
+	done.Add(b.N)
+	if err := d.Handle("r", Route{Handler: func(context.Context, *Job) error {
+		<-slots
+		done.Done()
 		return nil
 	}}); err != nil {
 		b.Fatal(err)
@@ -130,15 +131,13 @@ func benchDispatch(b *testing.B, url string, workers int) {
 	b.ResetTimer()
 	start := time.Now()
 	spread(b, workers, func(i int) {
-		key := fmt.Sprintf("m%d", i)
-		ch := make(chan struct{})
-		waiting.Store(key, ch)
+		key := "m" + strconv.Itoa(i)
+		slots <- struct{}{}
 		if _, err := d.Dispatch(ctx, "r", Message{Key: key, Scope: key, Payload: []byte("payload")}); err != nil {
 			b.Error(err)
 		}
-		<-ch
-		waiting.Delete(key)
 	})
+	done.Wait()
 	report(b, start)
 	b.StopTimer()
 	if err := d.Close(ctx); err != nil {

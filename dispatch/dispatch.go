@@ -328,9 +328,10 @@ type Dispatcher struct {
 	lockTTL time.Duration
 	log     *slog.Logger
 
-	// runCtx bounds the recovery loop; cancelRun ends it when Close gives
-	// up waiting. Workers have contexts of their own (a shared parent would
-	// make every handler's context contend for its lock).
+	// runCtx ends (cause ErrShutdown) when Close gives up waiting: it bounds
+	// the recovery loop and the quiet periods. A handler's context is not
+	// derived from it (a shared parent would make every handler's context
+	// contend for its lock); Close cancels those one by one.
 	runCtx    context.Context
 	cancelRun context.CancelCauseFunc
 
@@ -340,12 +341,20 @@ type Dispatcher struct {
 	// shutdown is set when Close stops waiting: workers cancel themselves.
 	shutdown atomic.Bool
 	workers  sync.WaitGroup
-	live     sync.Map // *worker -> struct{}: every running worker
 	// interruptible holds, by lock key, the workers of Interrupt policies.
 	interruptible sync.Map // string -> *sync.Map of *worker
+	// inflight holds the running handlers, for the renewal loop and for
+	// Close to cancel them.
+	inflight      registry
+	tasks         chan task // idle goroutines wait here for a worker to run
+	stopRenew     chan struct{}
+	stopRenewOnce sync.Once
 
 	stopRecover chan struct{}
 	recoverDone chan struct{}
+
+	// calls bounds the workers' store calls (see callContext).
+	calls atomic.Pointer[callWindow]
 
 	// fault breaks the dispatcher on purpose, for the tests that show the
 	// end-to-end checks catch a broken dispatcher; always zero otherwise.
@@ -393,7 +402,8 @@ func New(store *botstate.Store, cfg Config) (*Dispatcher, error) {
 	d := &Dispatcher{
 		store: store, ev: store.Events(), lk: store.Locks(), cfg: cfg,
 		lockTTL: cfg.Lease + cfg.Lease/2, log: cfg.Logger.With("owner", cfg.Owner),
-		stopRecover: make(chan struct{}), recoverDone: make(chan struct{}),
+		stopRecover: make(chan struct{}), recoverDone: make(chan struct{}), stopRenew: make(chan struct{}),
+		tasks: make(chan task),
 	}
 	d.routes.Store(&map[string]*route{})
 	d.runCtx, d.cancelRun = context.WithCancelCause(context.Background())
@@ -402,7 +412,52 @@ func New(store *botstate.Store, cfg Config) (*Dispatcher, error) {
 	} else {
 		close(d.recoverDone)
 	}
+	go d.renewLoop()
 	return d, nil
+}
+
+// callWindow is a context whose deadline is a lease away when it is made.
+type callWindow struct {
+	ctx context.Context
+	end time.Time
+	// cancel is never called before end: calls may still be using ctx when
+	// the next window replaces it. The timer behind it ends at end.
+	cancel context.CancelFunc
+}
+
+// callContext returns a context for a worker's store call: its deadline is
+// between half a lease and a lease away, and it is never cancelled
+// otherwise (a message is given back even after its handler was cancelled
+// at shutdown). One is shared by every call until half its time is gone,
+// sparing a timer per call.
+func (d *Dispatcher) callContext() context.Context {
+	now := time.Now()
+	if w := d.calls.Load(); w != nil && w.end.Sub(now) >= d.cfg.Lease/2 {
+		return w.ctx
+	}
+	end := now.Add(d.cfg.Lease)
+	ctx, cancel := context.WithDeadline(context.Background(), end)
+	d.calls.Store(&callWindow{ctx: ctx, end: end, cancel: cancel})
+	return ctx
+}
+
+// renewLoop starts the renewals of the handlers that run long enough to
+// need them (see keepAlive); it ends when Close has no handler left.
+func (d *Dispatcher) renewLoop() {
+	t := time.NewTicker(d.cfg.Lease / 8)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stopRenew:
+			return
+		case now := <-t.C:
+			d.inflight.each(func(k *keepAlive) {
+				if k.due(now) {
+					go k.begin()
+				}
+			})
+		}
+	}
 }
 
 func defaultOwner() string {
@@ -597,17 +652,58 @@ func (d *Dispatcher) startWorker(r *route, pol Policy, key, scope string, lk bot
 		return false
 	}
 	w := &worker{d: d, r: r, pol: pol, key: key, scope: scope, lock: lk}
-	w.ctx, w.cancel = context.WithCancelCause(context.Background())
-	d.live.Store(w, struct{}{})
 	if pol.Interrupt {
 		set, _ := d.interruptible.LoadOrStore(key, &sync.Map{})
 		set.(*sync.Map).Store(w, struct{}{})
 	}
-	if d.shutdown.Load() {
-		w.cancel(ErrShutdown)
-	}
-	go w.run(first, skipped)
+	d.spawn(task{w: w, first: first, skipped: skipped})
 	return true
+}
+
+// task is a worker to run.
+type task struct {
+	w       *worker
+	first   item
+	skipped []botstate.Entry
+}
+
+// idleFor is how long a goroutine that ran a worker waits for the next one
+// before it exits: reusing it spares a goroutine start and the growth of a
+// fresh stack per message.
+const idleFor = time.Second
+
+// spawn runs t on an idle goroutine, or on a new one when none waits.
+func (d *Dispatcher) spawn(t task) {
+	select {
+	case d.tasks <- t:
+	default:
+		go d.runTasks(t)
+	}
+}
+
+func (d *Dispatcher) runTasks(t task) {
+	// One timer for the goroutine's life, reset only when it fires early:
+	// resetting it after every worker would cost more than the reuse saves.
+	idle := time.NewTimer(idleFor)
+	defer idle.Stop()
+	for t.w != nil {
+		t.w.run(t.first, t.skipped)
+		t = task{}
+		since := time.Now()
+		for t.w == nil {
+			select {
+			case t = <-d.tasks:
+			case <-idle.C:
+				left := idleFor - time.Since(since)
+				if left <= 0 {
+					return
+				}
+				idle.Reset(left)
+			case <-d.stopRenew:
+				return
+			}
+		}
+	}
 }
 
 func (d *Dispatcher) workerDone(w *worker) {
@@ -616,8 +712,6 @@ func (d *Dispatcher) workerDone(w *worker) {
 			set.(*sync.Map).Delete(w)
 		}
 	}
-	d.live.Delete(w)
-	w.cancel(nil)
 	d.workers.Done()
 }
 
@@ -650,17 +744,67 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 		d.workers.Wait()
 		close(done)
 	}()
+	go func() {
+		<-done
+		d.stopRenewOnce.Do(func() { close(d.stopRenew) })
+	}()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
 		d.shutdown.Store(true)
 		d.cancelRun(ErrShutdown)
-		d.live.Range(func(w, _ any) bool {
-			w.(*worker).cancel(ErrShutdown)
-			return true
-		})
+		d.inflight.each(func(k *keepAlive) { k.w.stopHandler() })
 		<-done
 		return ctx.Err()
+	}
+}
+
+// registry is the set of running handlers: lists in shards, so that adding
+// and removing one allocates nothing and rarely waits.
+type registry struct {
+	next   atomic.Uint32
+	shards [16]struct {
+		mu   sync.Mutex
+		head *keepAlive
+		_    [40]byte // keep shards on separate cache lines
+	}
+}
+
+func (r *registry) add(k *keepAlive) {
+	k.shard = uint8(r.next.Add(1) % uint32(len(r.shards)))
+	s := &r.shards[k.shard]
+	s.mu.Lock()
+	k.next = s.head
+	if s.head != nil {
+		s.head.prev = k
+	}
+	s.head = k
+	s.mu.Unlock()
+}
+
+func (r *registry) remove(k *keepAlive) {
+	s := &r.shards[k.shard]
+	s.mu.Lock()
+	if k.prev != nil {
+		k.prev.next = k.next
+	} else if s.head == k {
+		s.head = k.next
+	}
+	if k.next != nil {
+		k.next.prev = k.prev
+	}
+	k.prev, k.next = nil, nil
+	s.mu.Unlock()
+}
+
+func (r *registry) each(fn func(*keepAlive)) {
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		for k := s.head; k != nil; k = k.next {
+			fn(k)
+		}
+		s.mu.Unlock()
 	}
 }

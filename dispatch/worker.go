@@ -38,10 +38,6 @@ type worker struct {
 	pol        Policy
 	key, scope string
 	lock       botstate.Lock
-	// ctx is the worker's own; cancel ends it (cause ErrShutdown) when
-	// Close stops waiting.
-	ctx    context.Context
-	cancel context.CancelCauseFunc
 	// skipped are the messages to tell the next handler about.
 	skipped []Message
 
@@ -57,15 +53,28 @@ func (w *worker) interrupt() {
 	w.mu.Unlock()
 }
 
-func (w *worker) setCancel(c context.CancelCauseFunc) {
+// stopHandler cancels the running handler: Close stopped waiting.
+func (w *worker) stopHandler() {
 	w.mu.Lock()
-	w.cancelJob = c
+	if w.cancelJob != nil {
+		w.cancelJob(ErrShutdown)
+	}
 	w.mu.Unlock()
 }
 
-// call returns a context for one store call made on the worker's behalf.
+func (w *worker) setCancel(c context.CancelCauseFunc) {
+	w.mu.Lock()
+	w.cancelJob = c
+	if c != nil && w.d.shutdown.Load() {
+		c(ErrShutdown)
+	}
+	w.mu.Unlock()
+}
+
+// call returns a context for one store call made on the worker's behalf
+// (see Dispatcher.callContext).
 func (w *worker) call() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), w.d.cfg.Lease)
+	return w.d.callContext(), func() {}
 }
 
 func (w *worker) obs(it *item, k Kind) Observation {
@@ -291,8 +300,8 @@ func (w *worker) claim(it *item) (c botstate.Claim, err error) {
 func (w *worker) pause(d time.Duration) error {
 	select {
 	case <-time.After(d):
-	case <-w.ctx.Done():
-		return context.Cause(w.ctx)
+	case <-w.d.runCtx.Done():
+		return context.Cause(w.d.runCtx)
 	}
 	if time.Now().Add(w.d.lockTTL / 2).Before(w.lock.ExpiresAt) {
 		return nil
@@ -339,7 +348,7 @@ func (w *worker) takeSkipped(es []botstate.Entry) {
 // hold keeps the lock and its claim for d (a quiet period). It clears
 // it when the claim was lost, and reports the lock lost.
 func (w *worker) hold(it *item, d time.Duration) (lost bool, err error) {
-	lctx, lhb := w.d.lk.Heartbeat(w.ctx, w.lock, w.d.lockTTL)
+	lctx, lhb := w.d.lk.Heartbeat(w.d.runCtx, w.lock, w.d.lockTTL)
 	cctx, chb := w.d.ev.Heartbeat(lctx, it.claim, w.d.cfg.Lease)
 	t := time.NewTimer(d)
 	select {
@@ -359,7 +368,7 @@ func (w *worker) hold(it *item, d time.Duration) (lost bool, err error) {
 		return false, nil
 	}
 	it.claim = c
-	if err := w.ctx.Err(); err != nil {
+	if err := w.d.runCtx.Err(); err != nil {
 		w.giveBack(it, nil)
 		*it = item{}
 	}
@@ -386,7 +395,7 @@ func (w *worker) handle(it *item) (lost bool) {
 	if ok, lost := w.fresh(it); !ok {
 		return lost
 	}
-	jctx, cancel := context.WithCancelCause(w.ctx)
+	jctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	ka := w.keepAlive(jctx, cancel, it)
 	w.setCancel(cancel)
@@ -446,9 +455,9 @@ func (w *worker) handle(it *item) (lost bool) {
 // false when the handler must not run; lost reports the lock lost.
 func (w *worker) fresh(it *item) (ok, lost bool) {
 	now := time.Now()
-	ctx, cancel := w.call()
-	defer cancel()
 	if now.Add(w.d.lockTTL / 2).After(w.lock.ExpiresAt) {
+		ctx, cancel := w.call()
+		defer cancel()
 		lk, err := w.d.lk.Extend(ctx, w.lock, w.d.lockTTL)
 		if err != nil {
 			w.giveBack(it, nil)
@@ -456,7 +465,9 @@ func (w *worker) fresh(it *item) (ok, lost bool) {
 		}
 		w.lock = lk
 	}
-	if now.Add(w.d.cfg.Lease/2).After(it.claim.LeaseUntil) && w.d.fault != faultNoClaim {
+	if now.Add(w.d.cfg.Lease*3/4).After(it.claim.LeaseUntil) && w.d.fault != faultNoClaim {
+		ctx, cancel := w.call()
+		defer cancel()
 		until, err := w.d.ev.Extend(ctx, it.claim.Token, w.d.cfg.Lease)
 		if err != nil {
 			if !errors.Is(err, botstate.ErrNotOwner) {
@@ -501,63 +512,90 @@ func (w *worker) complete(c botstate.Claim) error {
 }
 
 // keepAlive renews the lock and a claim while a handler runs. Renewal
-// starts only when a third of the lease has passed (with an immediate
-// renewal, then Heartbeat's), so a quick handler costs one timer and no
-// goroutine. A loss cancels the handler's context with the heartbeat's
-// cause (botstate.ErrLockLost or botstate.ErrClaimLost).
+// starts only for a handler that has run a quarter of the lease: the
+// dispatcher's renewal loop, which looks every eighth of a lease, then
+// renews both at once and hands them to Heartbeat. A quick handler so
+// costs no timer and no goroutine. A loss cancels the handler's context
+// with the heartbeat's cause (botstate.ErrLockLost or
+// botstate.ErrClaimLost).
 type keepAlive struct {
-	w      *worker
-	mu     sync.Mutex
-	timer  *time.Timer
-	lhb    *botstate.Heartbeat
-	chb    *botstate.ClaimHeartbeat
-	lost   error // a loss found by the first renewal
-	claim  botstate.Claim
-	halted bool
+	w       *worker
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	started time.Time
+	mu      sync.Mutex
+	begun   bool
+	lhb     *botstate.Heartbeat
+	chb     *botstate.ClaimHeartbeat
+	lost    error // a loss found by the first renewal
+	claim   botstate.Claim
+	halted  bool
+	// the registry's links
+	prev, next *keepAlive
+	shard      uint8
 }
 
 func (w *worker) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, it *item) *keepAlive {
-	k := &keepAlive{w: w, claim: it.claim}
-	k.timer = time.AfterFunc(w.d.cfg.Lease/3, func() {
-		k.mu.Lock()
-		defer k.mu.Unlock()
-		if k.halted {
-			return
-		}
-		rctx, rcancel := context.WithTimeout(ctx, w.d.cfg.Lease/3)
-		defer rcancel()
-		lk, err := w.d.lk.Extend(rctx, w.lock, w.d.lockTTL)
-		if err != nil {
-			k.lost = fmt.Errorf("%w: %v", botstate.ErrLockLost, err)
-			cancel(botstate.ErrLockLost)
-			return
-		}
-		w.lock = lk
-		if w.d.fault == faultNoClaim {
-			return
-		}
-		until, err := w.d.ev.Extend(rctx, k.claim.Token, w.d.cfg.Lease)
-		if err != nil {
-			k.lost = fmt.Errorf("%w: %v", botstate.ErrClaimLost, err)
-			cancel(botstate.ErrClaimLost)
-			return
-		}
-		k.claim.LeaseUntil = until
-		lctx, lhb := w.d.lk.Heartbeat(ctx, w.lock, w.d.lockTTL)
-		cctx, chb := w.d.ev.Heartbeat(lctx, k.claim, w.d.cfg.Lease)
-		k.lhb, k.chb = lhb, chb
-		context.AfterFunc(cctx, func() {
-			if c := context.Cause(cctx); errors.Is(c, botstate.ErrNotOwner) {
-				cancel(c)
-			}
-		})
-	})
+	k := &keepAlive{w: w, ctx: ctx, cancel: cancel, claim: it.claim, started: time.Now()}
+	w.d.inflight.add(k)
 	return k
+}
+
+// due reports whether k's handler ran long enough to need renewals, and
+// marks it begun.
+func (k *keepAlive) due(now time.Time) bool {
+	if now.Sub(k.started) < k.w.d.cfg.Lease/4 {
+		return false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.begun || k.halted {
+		return false
+	}
+	k.begun = true
+	return true
+}
+
+// begin renews the lock and the claim now, then starts their heartbeats.
+func (k *keepAlive) begin() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	w, ctx, cancel := k.w, k.ctx, k.cancel
+	if k.halted {
+		return
+	}
+	rctx, rcancel := context.WithTimeout(ctx, w.d.cfg.Lease/4)
+	defer rcancel()
+	lk, err := w.d.lk.Extend(rctx, w.lock, w.d.lockTTL)
+	if err != nil {
+		k.lost = fmt.Errorf("%w: %v", botstate.ErrLockLost, err)
+		cancel(botstate.ErrLockLost)
+		return
+	}
+	w.lock = lk
+	if w.d.fault == faultNoClaim {
+		return
+	}
+	until, err := w.d.ev.Extend(rctx, k.claim.Token, w.d.cfg.Lease)
+	if err != nil {
+		k.lost = fmt.Errorf("%w: %v", botstate.ErrClaimLost, err)
+		cancel(botstate.ErrClaimLost)
+		return
+	}
+	k.claim.LeaseUntil = until
+	lctx, lhb := w.d.lk.Heartbeat(ctx, w.lock, w.d.lockTTL)
+	cctx, chb := w.d.ev.Heartbeat(lctx, k.claim, w.d.cfg.Lease)
+	k.lhb, k.chb = lhb, chb
+	context.AfterFunc(cctx, func() {
+		if c := context.Cause(cctx); errors.Is(c, botstate.ErrNotOwner) {
+			cancel(c)
+		}
+	})
 }
 
 // stop ends the renewals and reports a lost claim or a lost lock.
 func (k *keepAlive) stop() (claimErr, lockErr error) {
-	k.timer.Stop()
+	k.w.d.inflight.remove(k)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.halted = true
