@@ -144,3 +144,40 @@ func benchDispatch(b *testing.B, url string, workers int) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkHandoffFloor measures what the dispatcher's hand-off alone costs
+// on this machine, with no store and no bookkeeping: producers give each
+// message to an idle goroutine (or a new one), and a slot frees when it is
+// "handled", as in BenchmarkDispatch. On mem, where a store call takes about
+// half a microsecond, this floor bounds how close the dispatcher can come to
+// the bare calls.
+func BenchmarkHandoffFloor(b *testing.B) {
+	workers := runtime.GOMAXPROCS(0) * 4
+	tasks := make(chan int)
+	slots := make(chan struct{}, workers)
+	var done sync.WaitGroup
+	done.Add(b.N)
+	run := func(int) {
+		idle := time.NewTimer(time.Second)
+		defer idle.Stop()
+		for {
+			<-slots
+			done.Done()
+			select {
+			case <-tasks:
+			case <-idle.C:
+				return
+			}
+		}
+	}
+	b.ResetTimer()
+	spread(b, workers, func(i int) {
+		slots <- struct{}{}
+		select {
+		case tasks <- i:
+		default:
+			go run(i)
+		}
+	})
+	done.Wait()
+}

@@ -392,17 +392,17 @@ func (w *worker) giveBack(it *item, claimErr error) {
 // settles the message by the outcome. It reports the lock lost.
 func (w *worker) handle(it *item) (lost bool) {
 	d := w.d
-	if ok, lost := w.fresh(it); !ok {
+	start := time.Now()
+	if ok, lost := w.fresh(it, start); !ok {
 		return lost
 	}
 	jctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	ka := w.keepAlive(jctx, cancel, it)
+	ka := w.keepAlive(jctx, cancel, it, start)
 	w.setCancel(cancel)
 	stopPoll := w.pollInterrupts(jctx, cancel)
 	job := &Job{Message: it.msg, Route: w.r.name, Attempt: it.claim.Attempts, Skipped: w.skipped}
 	w.skipped = nil
-	start := time.Now()
 	err := safeCall(w.r.Handler, jctx, job)
 	o := w.obs(it, 0)
 	o.Latency = time.Since(start)
@@ -453,8 +453,7 @@ func (w *worker) handle(it *item) (lost bool) {
 // stopped (or starved) past its leases learns here, before running the
 // handler, that another worker took its message or its scope over. ok is
 // false when the handler must not run; lost reports the lock lost.
-func (w *worker) fresh(it *item) (ok, lost bool) {
-	now := time.Now()
+func (w *worker) fresh(it *item, now time.Time) (ok, lost bool) {
 	if now.Add(w.d.lockTTL / 2).After(w.lock.ExpiresAt) {
 		ctx, cancel := w.call()
 		defer cancel()
@@ -535,8 +534,8 @@ type keepAlive struct {
 	shard      uint8
 }
 
-func (w *worker) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, it *item) *keepAlive {
-	k := &keepAlive{w: w, ctx: ctx, cancel: cancel, claim: it.claim, started: time.Now()}
+func (w *worker) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, it *item, now time.Time) *keepAlive {
+	k := &keepAlive{w: w, ctx: ctx, cancel: cancel, claim: it.claim, started: now}
 	w.d.inflight.add(k)
 	return k
 }
