@@ -153,11 +153,12 @@ func benchDispatch(b *testing.B, url string, workers int) {
 // the bare calls.
 func BenchmarkHandoffFloor(b *testing.B) {
 	workers := runtime.GOMAXPROCS(0) * 4
-	tasks := make(chan int)
+	tasks, stop := make(chan int), make(chan struct{})
 	slots := make(chan struct{}, workers)
-	var done sync.WaitGroup
+	var done, exited sync.WaitGroup
 	done.Add(b.N)
 	run := func(int) {
+		defer exited.Done()
 		idle := time.NewTimer(time.Second)
 		defer idle.Stop()
 		for {
@@ -166,6 +167,8 @@ func BenchmarkHandoffFloor(b *testing.B) {
 			select {
 			case <-tasks:
 			case <-idle.C:
+				return
+			case <-stop:
 				return
 			}
 		}
@@ -176,8 +179,11 @@ func BenchmarkHandoffFloor(b *testing.B) {
 		select {
 		case tasks <- i:
 		default:
+			exited.Add(1)
 			go run(i)
 		}
 	})
 	done.Wait()
+	close(stop)
+	exited.Wait()
 }
