@@ -169,13 +169,7 @@ func (l *Locks) checkPolicy(op string, p LockPolicy) (driver.Strategy, error) {
 func (l *Locks) Acquire(ctx context.Context, key, owner string, entry []byte, p LockPolicy) (AcquireResult, error) {
 	const op = "Locks.Acquire"
 	s := l.s
-	if err := s.begin(ctx, op); err != nil {
-		return AcquireResult{}, err
-	}
-	if err := checkKey(op, "lock key", key); err != nil {
-		return AcquireResult{}, err
-	}
-	if err := checkKey(op, "owner", owner); err != nil {
+	if err := l.checkAcquire(ctx, op, key, owner); err != nil {
 		return AcquireResult{}, err
 	}
 	if err := s.checkSize(op, "entry", entry); err != nil {
@@ -196,6 +190,16 @@ func (l *Locks) Acquire(ctx context.Context, key, owner string, entry []byte, p 
 		EntryExpiresAt: after(now, entryTTL), IdleExpiresAt: after(now, lockIdleRetention),
 		QueueWhenFull: p.QueueWhenFull,
 	})
+}
+
+func (l *Locks) checkAcquire(ctx context.Context, op, key, owner string) error {
+	if err := l.s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := checkKey(op, "lock key", key); err != nil {
+		return err
+	}
+	return checkKey(op, "owner", owner)
 }
 
 func (l *Locks) acquire(ctx context.Context, op string, r driver.AcquireRequest) (AcquireResult, error) {
@@ -219,13 +223,7 @@ func (l *Locks) acquire(ctx context.Context, op string, r driver.AcquireRequest)
 func (l *Locks) TakeOver(ctx context.Context, key, owner string, ttl time.Duration) (AcquireResult, error) {
 	const op = "Locks.TakeOver"
 	s := l.s
-	if err := s.begin(ctx, op); err != nil {
-		return AcquireResult{}, err
-	}
-	if err := checkKey(op, "lock key", key); err != nil {
-		return AcquireResult{}, err
-	}
-	if err := checkKey(op, "owner", owner); err != nil {
+	if err := l.checkAcquire(ctx, op, key, owner); err != nil {
 		return AcquireResult{}, err
 	}
 	if err := checkTTL(op, "lock TTL", ttl, false); err != nil {

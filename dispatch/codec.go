@@ -31,33 +31,39 @@ func readString(b []byte) (string, []byte, error) {
 	return string(b[k : k+int(n)]), b[k+int(n):], nil
 }
 
+// Both records are two strings and a payload.
+func encode3(a, b string, payload []byte) []byte {
+	out := make([]byte, 0, 1+len(a)+len(b)+len(payload)+4)
+	out = append(out, codecVersion)
+	out = appendString(out, a)
+	out = appendString(out, b)
+	return append(out, payload...)
+}
+
+func decode3(in []byte) (a, b string, payload []byte, err error) {
+	if len(in) == 0 || in[0] != codecVersion {
+		return "", "", nil, errCodec
+	}
+	if a, in, err = readString(in[1:]); err != nil {
+		return "", "", nil, err
+	}
+	if b, in, err = readString(in); err != nil {
+		return "", "", nil, err
+	}
+	return a, b, in, nil
+}
+
 // envelope is an event's stored payload.
 type envelope struct {
 	route, scope string
 	payload      []byte
 }
 
-func (e *envelope) encode() []byte {
-	b := make([]byte, 0, 1+len(e.route)+len(e.scope)+len(e.payload)+4)
-	b = append(b, codecVersion)
-	b = appendString(b, e.route)
-	b = appendString(b, e.scope)
-	return append(b, e.payload...)
-}
+func (e *envelope) encode() []byte { return encode3(e.route, e.scope, e.payload) }
 
 func decodeEnvelope(b []byte) (envelope, error) {
-	if len(b) == 0 || b[0] != codecVersion {
-		return envelope{}, errCodec
-	}
-	route, rest, err := readString(b[1:])
-	if err != nil {
-		return envelope{}, err
-	}
-	scope, rest, err := readString(rest)
-	if err != nil {
-		return envelope{}, err
-	}
-	return envelope{route: route, scope: scope, payload: rest}, nil
+	route, scope, payload, err := decode3(b)
+	return envelope{route: route, scope: scope, payload: payload}, err
 }
 
 // entry is a lock entry: a message waiting for, or being handled under, its
@@ -67,25 +73,12 @@ type entry struct {
 	payload    []byte
 }
 
-func (e *entry) encode() []byte {
-	b := make([]byte, 0, 1+len(e.key)+len(e.token)+len(e.payload)+4)
-	b = append(b, codecVersion)
-	b = appendString(b, e.key)
-	b = appendString(b, e.token)
-	return append(b, e.payload...)
-}
+func (e *entry) encode() []byte { return encode3(e.key, e.token, e.payload) }
 
 func decodeEntry(b []byte) (entry, error) {
-	if len(b) == 0 || b[0] != codecVersion {
-		return entry{}, errCodec
+	key, token, payload, err := decode3(b)
+	if err == nil && key == "" {
+		err = errCodec
 	}
-	key, rest, err := readString(b[1:])
-	if err != nil || key == "" {
-		return entry{}, errCodec
-	}
-	token, rest, err := readString(rest)
-	if err != nil {
-		return entry{}, err
-	}
-	return entry{key: key, token: token, payload: rest}, nil
+	return entry{key: key, token: token, payload: payload}, err
 }

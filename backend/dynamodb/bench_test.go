@@ -94,12 +94,7 @@ func BenchmarkBaselinePutIfAbsent(b *testing.B) {
 
 // BenchmarkClaim is Events.Claim of new keys through the portable API.
 func BenchmarkClaim(b *testing.B) {
-	st, err := botstate.Open(context.Background(), benchURL(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	ev := st.Namespace(fmt.Sprintf("bench-%d", time.Now().UnixNano())).Events()
+	ev := benchNamespace(b).Events()
 	b.SetParallelism(4)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -116,12 +111,7 @@ func BenchmarkClaim(b *testing.B) {
 // BenchmarkAcquireRelease is a lock round trip (two optimistic
 // read-and-write steps) on keys of its own.
 func BenchmarkAcquireRelease(b *testing.B) {
-	st, err := botstate.Open(context.Background(), benchURL(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	lk := st.Namespace(fmt.Sprintf("bench-%d", time.Now().UnixNano())).Locks()
+	lk := benchNamespace(b).Locks()
 	b.SetParallelism(4)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -144,12 +134,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 // BenchmarkClaimComplete is a Claim of a new key and its Complete: the
 // conditional put and the fenced UpdateItem of every handled event.
 func BenchmarkClaimComplete(b *testing.B) {
-	st, err := botstate.Open(context.Background(), benchURL(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	ev := st.Namespace(fmt.Sprintf("bench-%d", time.Now().UnixNano())).Events()
+	ev := benchNamespace(b).Events()
 	b.SetParallelism(4)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -166,4 +151,15 @@ func BenchmarkClaimComplete(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchNamespace opens the benchmark's store in a namespace of its own,
+// closed when b ends.
+func benchNamespace(b *testing.B) *botstate.Store {
+	st, err := botstate.Open(context.Background(), benchURL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st.Namespace(fmt.Sprintf("bench-%d", time.Now().UnixNano()))
 }

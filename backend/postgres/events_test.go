@@ -30,18 +30,8 @@ func TestEventsMatchMemory(t *testing.T) {
 }
 
 func eventsMatchMemory(t *testing.T, limit int) {
-	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
 	ctx := context.Background()
-	clock := statetest.NewClock()
-	open := func(u string) driver.Driver {
-		st, err := botstate.Open(ctx, u, botstate.WithClock(clock))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st.Driver()
-	}
-	pg, mem := open(url), open("mem://")
+	pg, mem, clock := pgAndMem(t)
 	ns := fmt.Sprintf("events-%d", time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(2, uint64(time.Now().UnixNano())))
 	keys := []string{"a", "b", "c", "d"}
@@ -123,13 +113,7 @@ func eventsMatchMemory(t *testing.T, limit int) {
 			name = "advance"
 			clock.Advance(time.Duration(pick(90)) * time.Second)
 		}
-		if run != nil {
-			want, wantErr := run(mem)
-			got, gotErr := run(pg)
-			if !sameError(gotErr, wantErr) || canonicalJSON(t, got) != canonicalJSON(t, want) {
-				t.Fatalf("step %d, %s:\npostgres %s, %v\nmem      %s, %v", step, name, canonicalJSON(t, got), gotErr, canonicalJSON(t, want), wantErr)
-			}
-		}
+		compareRun(t, step, name, run, pg, mem)
 		now = clock.Now()
 		for _, k := range keys {
 			want, wantOK, err1 := mem.LookupEvent(ctx, ns, k, now)
@@ -156,6 +140,35 @@ func eventsMatchMemory(t *testing.T, limit int) {
 
 // sameError reports whether two errors match the same sentinel, or are
 // both nil.
+// pgAndMem opens this backend and the in-memory one on one fake clock.
+func pgAndMem(t *testing.T) (pg, mem driver.Driver, clock *statetest.Clock) {
+	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
+	clock = statetest.NewClock()
+	open := func(u string) driver.Driver {
+		st, err := botstate.Open(context.Background(), u, botstate.WithClock(clock))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st.Driver()
+	}
+	return open(url), open("mem://"), clock
+}
+
+// compareRun runs one operation (nil: none) on mem, then on this backend,
+// and fails when the replies or errors differ.
+func compareRun(t *testing.T, step int, name string, run func(driver.Driver) (any, error), pg, mem driver.Driver) {
+	t.Helper()
+	if run == nil {
+		return
+	}
+	want, wantErr := run(mem)
+	got, gotErr := run(pg)
+	if !sameError(gotErr, wantErr) || canonicalJSON(t, got) != canonicalJSON(t, want) {
+		t.Fatalf("step %d, %s:\npostgres %s, %v\nmem      %s, %v", step, name, canonicalJSON(t, got), gotErr, canonicalJSON(t, want), wantErr)
+	}
+}
+
 func sameError(a, b error) bool {
 	for _, s := range []error{driver.ErrNotOwner, driver.ErrNotFound, driver.ErrConflict} {
 		if errors.Is(b, s) {

@@ -8,10 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/botstate/botstate"
 	_ "github.com/botstate/botstate/backend/mem" // the reference the test compares against
 	"github.com/botstate/botstate/driver"
-	"github.com/botstate/botstate/statetest"
 )
 
 // TestLocksMatchMemory runs the same random lock operations, at the same
@@ -23,18 +21,8 @@ import (
 // each rule (entries put back in front, skipped entries trimmed) are
 // checked against the rules themselves.
 func TestLocksMatchMemory(t *testing.T) {
-	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
 	ctx := context.Background()
-	clock := statetest.NewClock()
-	open := func(u string) driver.Driver {
-		st, err := botstate.Open(ctx, u, botstate.WithClock(clock))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st.Driver()
-	}
-	pg, mem := open(url), open("mem://")
+	pg, mem, clock := pgAndMem(t)
 	ns := fmt.Sprintf("locks-%d", time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	keys := []string{"k1", "k2", "k3"}
@@ -87,13 +75,7 @@ func TestLocksMatchMemory(t *testing.T) {
 			name = "advance"
 			clock.Advance(time.Duration(pick(60)) * time.Second)
 		}
-		if run != nil {
-			want, wantErr := run(mem)
-			got, gotErr := run(pg)
-			if !sameError(gotErr, wantErr) || canonicalJSON(t, got) != canonicalJSON(t, want) {
-				t.Fatalf("step %d, %s:\npostgres %s, %v\nmem      %s, %v", step, name, canonicalJSON(t, got), gotErr, canonicalJSON(t, want), wantErr)
-			}
-		}
+		compareRun(t, step, name, run, pg, mem)
 		now = clock.Now()
 		for _, k := range keys {
 			want, wantOK, err1 := mem.InspectLock(ctx, ns, k, now)
