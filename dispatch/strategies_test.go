@@ -304,7 +304,7 @@ func TestFailedHandlerIsRetriedThenParked(t *testing.T) {
 func TestHandlerLongerThanItsLeaseRunsOnce(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		cfg := fast
-		cfg.Lease = 200 * time.Millisecond
+		cfg.Lease = 300 * time.Millisecond
 		f := newFleet(t, b, 2, cfg)
 		j := newJournal()
 		f.handle("r", Route{Handler: j.wrap(sleepFor(3 * cfg.Lease))})

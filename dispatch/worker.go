@@ -563,25 +563,32 @@ func (k *keepAlive) begin() {
 	if k.halted {
 		return
 	}
+	// Renew both now (the heartbeats' first renewal comes a third of a
+	// lease later). Only a refusal is a loss: a call that failed otherwise
+	// is retried by the heartbeats, which give up only at the lease's end.
 	rctx, rcancel := context.WithTimeout(ctx, w.d.cfg.Lease/4)
 	defer rcancel()
 	lk, err := w.d.lk.Extend(rctx, w.lock, w.d.lockTTL)
-	if err != nil {
+	switch {
+	case errors.Is(err, botstate.ErrNotOwner):
 		k.lost = fmt.Errorf("%w: %v", botstate.ErrLockLost, err)
 		cancel(botstate.ErrLockLost)
 		return
+	case err == nil:
+		w.lock = lk
 	}
-	w.lock = lk
 	if w.d.fault == faultNoClaim {
 		return
 	}
 	until, err := w.d.ev.Extend(rctx, k.claim.Token, w.d.cfg.Lease)
-	if err != nil {
+	switch {
+	case errors.Is(err, botstate.ErrNotOwner):
 		k.lost = fmt.Errorf("%w: %v", botstate.ErrClaimLost, err)
 		cancel(botstate.ErrClaimLost)
 		return
+	case err == nil:
+		k.claim.LeaseUntil = until
 	}
-	k.claim.LeaseUntil = until
 	lctx, lhb := w.d.lk.Heartbeat(ctx, w.lock, w.d.lockTTL)
 	cctx, chb := w.d.ev.Heartbeat(lctx, k.claim, w.d.cfg.Lease)
 	k.lhb, k.chb = lhb, chb
