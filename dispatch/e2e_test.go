@@ -334,16 +334,18 @@ func (r *e2eRun) deliver(spec e2eSpec, progress func(sent int)) {
 // first delivers a message until some process acknowledges it, recording
 // the acceptance order of its scope.
 func (r *e2eRun) first(key, scope string, ms int, pick func(int) int) {
-	for try := 0; try < 10; try++ {
+	sent := 0 // deliveries made: only an answer to the first gives the order
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
 		p := r.procs[pick(len(r.procs))]
 		ch := p.expect(key)
 		if !p.send(key, scope, ms) {
-			continue
+			continue // killed: pick another
 		}
+		sent++
 		select {
 		case ack := <-ch:
 			if ack == "ack started" || ack == "ack queued" {
-				if try == 0 {
+				if sent == 1 {
 					r.ackMu.Lock()
 					r.acked[scope] = append(r.acked[scope], key)
 					r.ackMu.Unlock()
@@ -353,11 +355,12 @@ func (r *e2eRun) first(key, scope string, ms int, pick func(int) int) {
 			if strings.HasPrefix(ack, "ack") {
 				return // duplicate or dropped: a retry found it accepted, or the policy refused it
 			}
+			// "err ...": not accepted; deliver it again.
 		case <-time.After(2 * time.Second):
 			// No answer (a process stopped or killed): deliver it elsewhere.
 		}
 	}
-	r.t.Errorf("no process accepted %s", key)
+	r.t.Errorf("no process accepted %s in a minute", key)
 }
 
 func (r *e2eRun) kill(i int) {
