@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -89,7 +90,7 @@ func newBot(t *testing.T, h slack.Handler) (*slack.Bot, *botstate.Store, *dispat
 		_ = d.Close(context.Background())
 		st.Close()
 	})
-	b, err := slack.New(d, slack.Config{SigningSecret: fakeslack.Secret, Handler: h})
+	b, err := slack.New(d, slack.Config{SigningSecret: fakeslack.Secret, Handler: h, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
