@@ -92,7 +92,8 @@ func (b *Bot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // RunSocketMode runs client (a slack-go Socket Mode client) and accepts the
-// events it receives until ctx ends or the client fails. Each events_api
+// events it receives until ctx ends or Slack refuses the app token; a
+// connection that fails is opened again. Each events_api
 // envelope is acknowledged as soon as its event is accepted, within
 // AcceptWithin; one that cannot be accepted is not acknowledged, and Slack
 // delivers it again. Envelopes of other kinds (interactive, slash commands)
@@ -105,7 +106,24 @@ func (b *Bot) RunSocketMode(ctx context.Context, client *socketmode.Client) erro
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- client.RunContext(ctx) }()
+	go func() {
+		// slack-go reconnects by itself when Slack asks it to; when a
+		// reconnection fails it returns, and is started again after a pause.
+		for pause := time.Second; ; pause = min(2*pause, 30*time.Second) {
+			err := client.RunContext(ctx)
+			if ctx.Err() != nil {
+				errc <- ctx.Err()
+				return
+			}
+			b.log.Warn("slack: Socket Mode connection failed; connecting again", "err", err, "in", pause)
+			select {
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			case <-time.After(pause):
+			}
+		}
+	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
