@@ -97,7 +97,9 @@ func New() *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/{method}", s.api)
 	mux.HandleFunc("/link", s.link)
-	s.http = httptest.NewServer(mux)
+	// Set s.http before the server starts: its handlers read it.
+	s.http = httptest.NewUnstartedServer(mux)
+	s.http.Start()
 	return s
 }
 

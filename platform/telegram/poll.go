@@ -21,13 +21,17 @@ import (
 // for 429 and 5xx (try again later), botstate.ErrConflict for 409 (another
 // getUpdates, or a webhook is set) and botstate.ErrInvalidArgument for 400.
 type APIError struct {
-	Method      string
-	Code        int    // error_code, or the HTTP status
-	Description string // description
+	// Method is the Bot API method called.
+	Method string
+	// Code is the answer's error_code, or its HTTP status.
+	Code int
+	// Description is the answer's description.
+	Description string
 	// RetryAfter is parameters.retry_after, for 429.
 	RetryAfter time.Duration
 }
 
+// Error says which method failed, with Telegram's code and description.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("telegram: %s: %d %s", e.Method, e.Code, e.Description)
 }

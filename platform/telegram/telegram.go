@@ -95,9 +95,11 @@ type Config struct {
 	// with the same ids (see botstate.ConversationRef).
 	Destiny string
 	// Scope returns the dispatcher scope of an update: one handler at a
-	// time runs per scope. Default: the chat, and its forum topic when the
-	// update is in one; updates without a chat: the user; updates with
-	// neither: the update alone.
+	// time runs per scope. It must give an update the same scope every
+	// time, in every process. Default (also when it returns ""):
+	// DefaultScope, the chat, and its forum topic when the update is in
+	// one; updates without a chat: the user; with neither: the update
+	// alone.
 	Scope func(*Update) string
 	// Conversations is where sessions live (required): pass
 	// store.Conversations() of the store the dispatcher uses.

@@ -1,0 +1,7 @@
+//go:build race
+
+package main
+
+// raceBuild: the tests run with the race detector, and so does the bot
+// they build.
+const raceBuild = true
