@@ -467,6 +467,10 @@ func defaultOwner() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
+// Store returns the store the dispatcher runs on (its namespace included),
+// for glue that keeps more state beside the messages (conversations, say).
+func (d *Dispatcher) Store() *botstate.Store { return d.store }
+
 // Handle registers a route under name: 1 to 64 letters, digits, '.', '_'
 // or '-'. Every process must register the same routes, so that each can
 // re-drive the others' messages.

@@ -172,7 +172,6 @@ func TestNewRefuses(t *testing.T) {
 		"token with /":     {Token: "1:a/b", Handler: h, Conversations: conv},
 		"zero bot id":      {Token: "0:a", Handler: h, Conversations: conv},
 		"no handler":       {Token: testToken, Conversations: conv},
-		"no conversations": {Token: testToken, Handler: h},
 		"bad secret":       {Token: testToken, Handler: h, Conversations: conv, SecretToken: "no spaces"},
 		"bad strategy":     {Token: testToken, Handler: h, Conversations: conv, Strategy: 99},
 		"bad route":        {Token: testToken, Handler: h, Conversations: conv, Route: "a:b"},
@@ -191,5 +190,9 @@ func TestNewRefuses(t *testing.T) {
 	}
 	if _, err := New(nil, Config{Token: testToken, Handler: h, Conversations: conv}); !errors.Is(err, botstate.ErrInvalidArgument) {
 		t.Fatalf("New(nil) = %v", err)
+	}
+	// Without Conversations, sessions live in the dispatcher's store.
+	if _, err := New(d, Config{Token: testToken, Handler: h, Route: "default-conversations"}); err != nil {
+		t.Fatalf("New without conversations: %v", err)
 	}
 }

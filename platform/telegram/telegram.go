@@ -7,7 +7,6 @@
 //	bot, _ := telegram.New(d, telegram.Config{
 //		Token:         os.Getenv("TELEGRAM_TOKEN"),
 //		SecretToken:   os.Getenv("TELEGRAM_SECRET"),
-//		Conversations: store.Conversations(),
 //		Handler: func(ctx context.Context, u *telegram.Update, s *telegram.Session) error {
 //			s.Set("seen", true)
 //			return nil // the session's changes are saved; an error retries the update
@@ -101,8 +100,8 @@ type Config struct {
 	// one; updates without a chat: the user; with neither: the update
 	// alone.
 	Scope func(*Update) string
-	// Conversations is where sessions live (required): pass
-	// store.Conversations() of the store the dispatcher uses.
+	// Conversations is where sessions live (default: the conversations of
+	// the dispatcher's store).
 	Conversations *botstate.Conversations
 	// MaxBody bounds a webhook body in bytes (default 1 MiB).
 	MaxBody int64
@@ -151,7 +150,7 @@ func New(d *dispatch.Dispatcher, cfg Config) (*Bot, error) {
 		return bad("no handler")
 	}
 	if cfg.Conversations == nil {
-		return bad("no conversations: pass store.Conversations()")
+		cfg.Conversations = d.Store().Conversations()
 	}
 	if cfg.SecretToken != "" && !validSecret(cfg.SecretToken) {
 		return bad("the secret token must be 1 to 256 of A-Z, a-z, 0-9, '_' and '-'")
