@@ -49,6 +49,7 @@ type Store struct {
 	core  *core
 	ns    string
 	nsErr error // set when ns is not a valid name
+	at    time.Time // when set, the view's clock stands still here (At)
 }
 
 type core struct {
@@ -115,7 +116,17 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 // refuses every call with ErrInvalidArgument (ValidNamespace checks a name
 // up front).
 func (s *Store) Namespace(name string) *Store {
-	return &Store{core: s.core, ns: name, nsErr: ValidNamespace(name)}
+	return &Store{core: s.core, ns: name, nsErr: ValidNamespace(name), at: s.at}
+}
+
+// At returns a view of the store (same backend, same namespace) whose clock
+// stands still at t: every expiry and lease it decides, it decides at t. A
+// zero t gives back the store's own clock. The HTTP server serves a request
+// that carries its own time with it.
+func (s *Store) At(t time.Time) *Store {
+	v := *s
+	v.at = t
+	return &v
 }
 
 // Name returns the store's namespace.
@@ -157,6 +168,9 @@ func (s *Store) Driver() driver.Driver { return s.core.drv }
 // now is the store's clock, truncated to microseconds so that every backend
 // (PostgreSQL keeps microseconds) stores the same instants.
 func (s *Store) now() time.Time {
+	if !s.at.IsZero() {
+		return s.at.UTC().Truncate(time.Microsecond)
+	}
 	return s.core.cfg.clock.Now().UTC().Truncate(time.Microsecond)
 }
 

@@ -76,3 +76,12 @@ func isNil(v any) bool {
 	}
 	return false
 }
+
+// CheckKey reports, with ErrInvalidArgument or ErrTooLarge, whether s cannot
+// be a key, id or owner (what names it in the error): the rule every call of
+// the API applies, for code that takes keys from elsewhere (the HTTP server).
+func CheckKey(what, s string) error { return checkKey("CheckKey", what, s) }
+
+// CheckCorrelationID is CheckKey for incident correlation ids, which may be
+// longer (MaxCorrelationIDLen).
+func CheckCorrelationID(id string) error { return checkCorrelation("CheckCorrelationID", id) }

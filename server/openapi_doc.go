@@ -1,0 +1,3 @@
+package server
+
+func openAPIDocument() []byte { return []byte("{}") }
