@@ -74,8 +74,9 @@ type Server struct {
 	ops     map[string]handler
 	mux     *http.ServeMux
 	limits  sync.Map // token -> *bucket
-	metrics *metrics
-	tokens  []tokenNS
+	metrics  *metrics
+	tokens   []tokenNS
+	patterns []string
 }
 
 type tokenNS struct {
@@ -134,19 +135,41 @@ func New(cfg Config) (*Server, error) {
 	s.mux = http.NewServeMux()
 	for _, op := range wire.Ops {
 		name, h := op.Name, s.ops[op.Name]
-		s.mux.Handle("POST /v1/ns/{ns}/"+name, s.wrap(name, true, h))
+		s.route("POST /v1/ns/{ns}/"+name, s.wrap(name, true, h))
 	}
-	s.mux.Handle("POST /v1/snapshot/export", s.wrap("snapshot/export-all", false, s.ops["snapshot/export"]))
-	s.mux.Handle("POST /v1/snapshot/import", s.wrap("snapshot/import-all", false, s.ops["snapshot/import"]))
-	s.mux.HandleFunc("GET /v1/openapi.json", s.openAPI)
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	s.mux.HandleFunc("GET /readyz", s.ready)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.problem(w, r, http.StatusNotFound, wire.CodeNoRoute, "no route "+r.Method+" "+r.URL.Path)
-	})
+	s.route("POST /v1/snapshot/export", s.wrap("snapshot/export-all", false, s.ops["snapshot/export"]))
+	s.route("POST /v1/snapshot/import", s.wrap("snapshot/import-all", false, s.ops["snapshot/import"]))
+	s.route("GET /v1/openapi.json", http.HandlerFunc(s.openAPI))
+	s.route("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") }))
+	s.route("GET /readyz", http.HandlerFunc(s.ready))
+	s.route("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
+	s.mux.HandleFunc("/", s.noRoute)
 	return s, nil
 }
+
+// noRoute answers what no route matched: 405 for a known operation asked
+// with another method, 404 otherwise.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/ns/"); ok {
+		if _, opName, ok := strings.Cut(rest, "/"); ok {
+			if _, known := s.ops[opName]; known {
+				w.Header().Set("Allow", http.MethodPost)
+				s.problem(w, r, http.StatusMethodNotAllowed, wire.CodeMethod, "operations are POSTs")
+				return
+			}
+		}
+	}
+	s.problem(w, r, http.StatusNotFound, wire.CodeNoRoute, "no route "+r.Method+" "+r.URL.Path)
+}
+
+// route registers a pattern and remembers it (Patterns).
+func (s *Server) route(pattern string, h http.Handler) {
+	s.patterns = append(s.patterns, pattern)
+	s.mux.Handle(pattern, h)
+}
+
+// Patterns lists the method and path of every route the server serves.
+func (s *Server) Patterns() []string { return append([]string(nil), s.patterns...) }
 
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s }
