@@ -68,12 +68,12 @@ type Config struct {
 
 // Server serves the API. Build it with New.
 type Server struct {
-	cfg     Config
-	drv     driver.Driver
-	log     *slog.Logger
-	ops     map[string]handler
-	mux     *http.ServeMux
-	limits  sync.Map // token -> *bucket
+	cfg      Config
+	drv      driver.Driver
+	log      *slog.Logger
+	ops      map[string]handler
+	mux      *http.ServeMux
+	limits   sync.Map // token -> *bucket
 	metrics  *metrics
 	tokens   []tokenNS
 	patterns []string
