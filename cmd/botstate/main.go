@@ -1,5 +1,7 @@
-// Command botstate moves and inspects a bot's state on any backend.
+// Command botstate serves a bot's state over HTTP, and moves and inspects
+// it on any backend.
 //
+//	botstate serve   [-url URL] [-addr HOST:PORT] [-tokens FILE] [-tls-cert F -tls-key F]
 //	botstate export  [-url URL] [-ns NS | -all] [-o FILE]
 //	botstate import  [-url URL] [-i FILE]
 //	botstate migrate -from URL -to URL [-ns NS]
@@ -23,6 +25,7 @@ import (
 	"syscall"
 
 	"github.com/botstate/botstate"
+	_ "github.com/botstate/botstate/backend/client"
 	_ "github.com/botstate/botstate/backend/dynamodb"
 	"github.com/botstate/botstate/backend/file"
 	_ "github.com/botstate/botstate/backend/mem"
@@ -33,9 +36,10 @@ import (
 // defaultURL is the embedded file in the working directory.
 var defaultURL = "file:" + file.DefaultPath
 
-const usage = `botstate moves and inspects a bot's state on any backend.
+const usage = `botstate serves a bot's state over HTTP, and moves and inspects it on any backend.
 
 usage:
+  botstate serve   [-url URL] [-addr HOST:PORT] [-tokens FILE]  the HTTP API (botstate serve -h)
   botstate export  [-url URL] [-ns NS | -all] [-o FILE]   write a snapshot (stdout by default)
   botstate import  [-url URL] [-i FILE]                    load a snapshot (stdin by default)
   botstate migrate -from URL -to URL [-ns NS]              copy every namespace (or NS) between backends
@@ -72,6 +76,25 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	ns := fs.String("ns", botstate.DefaultNamespace, "namespace")
 	all := fs.Bool("all", false, "every namespace")
 	switch cmd {
+	case "serve":
+		// serve has flags of its own.
+		sfs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+		sfs.SetOutput(stderr)
+		sfs.Usage = func() {
+			fmt.Fprint(stderr, serveUsage)
+			sfs.PrintDefaults()
+		}
+		c := serveFlags(sfs)
+		if err := sfs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if sfs.NArg() > 0 {
+			return fmt.Errorf("%w: unexpected argument %q", errUsage, sfs.Arg(0))
+		}
+		return serve(ctx, c, stdout, stderr)
 	case "export":
 		out := fs.String("o", "-", "output file (- for stdout)")
 		if err := parse(fs, args); err != nil {
