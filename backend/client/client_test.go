@@ -1,10 +1,18 @@
 package client_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/botstate/botstate"
@@ -34,4 +42,72 @@ func serve(t *testing.T, url string, tokens map[string]string) string {
 func TestConformanceOverMem(t *testing.T) {
 	base := serve(t, "mem://", map[string]string{"admin-token": server.Admin})
 	statetest.Run(t, statetest.URLOpener(base+"?token=admin-token"))
+}
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// liveServer builds cmd/botstate and runs `botstate serve` over url, with
+// an admin token, until the test ends; it returns the client URL.
+func liveServer(t *testing.T, url string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "botstate-serve")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "botstate")
+		if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/botstate").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte("live-admin *\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "serve", "-addr", "127.0.0.1:0", "-url", url, "-tokens", tokens)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("botstate serve did not start: %v", err)
+	}
+	return strings.TrimSpace(strings.TrimPrefix(line, "listening on ")) + "?token=live-admin"
+}
+
+// TestConformanceAgainstALiveServer runs the suite against the real
+// command, serving mem and a shared backend.
+func TestConformanceAgainstALiveServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs botstate serve")
+	}
+	t.Run("mem", func(t *testing.T) { statetest.Run(t, statetest.URLOpener(liveServer(t, "mem://"))) })
+	t.Run("redis", func(t *testing.T) {
+		statetest.Run(t, statetest.URLOpener(liveServer(t, statetest.BackendURL(t, "BOTSTATE_REDIS_URL"))))
+	})
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binary != "" {
+		os.RemoveAll(filepath.Dir(binary))
+	}
+	os.Exit(code)
 }
