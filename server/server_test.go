@@ -46,14 +46,14 @@ func (l *logs) String() string {
 var tokens = map[string]string{"token-of-a": "a", "token-of-b": "b", "the-admin-token": server.Admin}
 
 type fixture struct {
-	t    *testing.T
+	t    testing.TB
 	st   *botstate.Store
 	srv  *server.Server
 	http *httptest.Server
 	logs *logs
 }
 
-func newFixture(t *testing.T, cfg server.Config) *fixture {
+func newFixture(t testing.TB, cfg server.Config) *fixture {
 	t.Helper()
 	st, err := botstate.Open(context.Background(), "mem://")
 	if err != nil {

@@ -1,0 +1,99 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/botstate/botstate"
+	"github.com/botstate/botstate/server"
+)
+
+// BenchmarkClaim measures a Claim of a new key through the server (mem
+// backend, keep-alive, 64 concurrent clients) against a bare net/http
+// handler that does nothing with the same request, and against the same
+// Claim in-process, in one run:
+//
+//	go test -run '^$' -bench Claim -benchtime 100000x ./server/
+func BenchmarkClaim(b *testing.B) {
+	var seq atomic.Int64
+	body := func() []byte {
+		n := seq.Add(1)
+		return []byte(`{"key":"k` + strconv.FormatInt(n, 10) + `","payload":"cA==","token":"t` + strconv.FormatInt(n, 10) +
+			`","lease_until":"` + time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano) + `"}`)
+	}
+	run := func(b *testing.B, url string) {
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}
+		defer client.CloseIdleConnections()
+		b.SetParallelism(32) // 64 goroutines on 2 cores
+		b.ResetTimer()
+		start := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				resp, err := client.Post(url, "application/json", bytes.NewReader(body()))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
+	}
+	b.Run("bare-net-http", func(b *testing.B) {
+		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, "{}\n")
+		}))
+		defer hs.Close()
+		run(b, hs.URL+"/v1/ns/bench/events/claim")
+	})
+	b.Run("server", func(b *testing.B) {
+		st, err := botstate.Open(context.Background(), "mem://")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		srv, err := server.New(server.Config{Store: st, Tokens: map[string]string{}, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		hs := httptest.NewServer(srv)
+		defer hs.Close()
+		run(b, hs.URL+"/v1/ns/bench/events/claim")
+	})
+	b.Run("in-process", func(b *testing.B) {
+		st, err := botstate.Open(context.Background(), "mem://")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		ev := st.Namespace("bench").Events()
+		b.SetParallelism(32)
+		b.ResetTimer()
+		start := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			for pb.Next() {
+				if _, err := ev.Claim(ctx, "k"+strconv.FormatInt(seq.Add(1), 10), []byte("p"), time.Minute); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
+	})
+}
