@@ -48,7 +48,7 @@ func (systemClock) Now() time.Time { return time.Now() }
 type Store struct {
 	core  *core
 	ns    string
-	nsErr error // set when ns is not a valid name
+	nsErr error     // set when ns is not a valid name
 	at    time.Time // when set, the view's clock stands still here (At)
 }
 

@@ -47,3 +47,12 @@ apt_install() {
     $sudo apt-get install -y -q "${missing[@]}" >/dev/null
   }
 }
+
+# service_args CMD DIR exits with the usage of a service script unless both
+# are given.
+service_args() {
+  if [ -z "${1:-}" ] || [ -z "${2:-}" ]; then
+    echo "usage: $0 start|stop DIR" >&2
+    exit 2
+  fi
+}

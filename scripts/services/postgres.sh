@@ -31,10 +31,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 cmd=${1:-}
 dir=${2:-}
-if [ -z "$cmd" ] || [ -z "$dir" ]; then
-  echo "usage: $0 start|stop DIR" >&2
-  exit 2
-fi
+service_args "$cmd" "$dir"
 
 # pgbin NAME prints the path of a PostgreSQL server binary: the newest
 # version under /usr/lib/postgresql first (Debian keeps the server binaries

@@ -14,10 +14,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 cmd=${1:-}
 dir=${2:-}
-if [ -z "$cmd" ] || [ -z "$dir" ]; then
-  echo "usage: $0 start|stop DIR" >&2
-  exit 2
-fi
+service_args "$cmd" "$dir"
 
 case "$cmd" in
 start)
