@@ -402,6 +402,56 @@ func TestCloseFinishesOrGivesBackAndLeavesTheQueue(t *testing.T) {
 	})
 }
 
+// A worker that finishes its message during shutdown leaves the scope with
+// only the messages still to handle: the one it handled does not come back
+// to the front of the queue, and with none waiting the scope is free.
+func TestCloseAfterAHandledMessageLeavesOnlyWhatWaits(t *testing.T) {
+	for _, waiting := range [][]string{{"m2", "m3"}, nil} {
+		t.Run(fmt.Sprint(len(waiting), " waiting"), func(t *testing.T) {
+			f := newFleet(t, backend{name: "mem", url: "mem://"}, 1, fast)
+			bl := newBlocker()
+			f.handle("r", Route{Handler: bl.fn})
+			f.dispatch(0, "r", Message{Key: "m1", Scope: "s"})
+			bl.waitStart(t, "m1")
+			for _, k := range waiting {
+				f.dispatch(0, "r", Message{Key: k, Scope: "s"})
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- f.ds[0].Close(context.Background()) }()
+			for !f.ds[0].isClosing() {
+				time.Sleep(time.Millisecond)
+			}
+			close(bl.release)
+			if err := <-closed; err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if e, err := f.store.Events().Get(ctx, "m1"); err != nil || e.Status != botstate.EventCompleted {
+				t.Fatalf("m1: %+v %v, want completed", e, err)
+			}
+			st, err := f.store.Locks().Inspect(ctx, lockKey("r", "s"))
+			if err != nil && !errors.Is(err, botstate.ErrNotFound) {
+				t.Fatal(err)
+			}
+			var left []string
+			for _, e := range st.Pending {
+				it, err := itemOf(e, "s")
+				if err != nil {
+					t.Fatal(err)
+				}
+				left = append(left, it.msg.Key)
+			}
+			if len(st.Holders) != 0 || fmt.Sprint(left) != fmt.Sprint(waiting) {
+				t.Fatalf("after close: %d holders, waiting %v; want none and %v", len(st.Holders), left, waiting)
+			}
+			lapsed, err := f.store.Locks().Lapsed(ctx, 10)
+			if err != nil || len(lapsed) != min(len(waiting), 1) {
+				t.Fatalf("lapsed %v %v, want the scope listed only when messages wait", lapsed, err)
+			}
+		})
+	}
+}
+
 func TestCloseWaitsForRunningHandlers(t *testing.T) {
 	f := newFleet(t, backend{name: "mem", url: "mem://"}, 1, fast)
 	var done atomic.Bool

@@ -40,6 +40,8 @@ type worker struct {
 	lock       botstate.Lock
 	// skipped are the messages to tell the next handler about.
 	skipped []Message
+	// gaveBack: the message in hand went back unhandled (shutdown).
+	gaveBack bool
 
 	mu        sync.Mutex
 	cancelJob context.CancelCauseFunc // set while a handler runs
@@ -91,6 +93,7 @@ func (w *worker) run(first item, skipped []botstate.Entry) {
 	cur := first
 	burst := w.pol.Mode == Burst
 	for {
+		w.gaveBack = false
 		if cur.valid() {
 			lost, err := w.step(&cur, burst)
 			if err != nil {
@@ -103,11 +106,7 @@ func (w *worker) run(first item, skipped []botstate.Entry) {
 			burst = false
 		}
 		if w.d.isClosing() {
-			ctx, cancel := w.call()
-			if err := w.d.lk.Abandon(ctx, w.lock); err != nil && !errors.Is(err, botstate.ErrNotOwner) {
-				w.d.log.Error("dispatch: abandoning a lock at shutdown", "lock", w.key, "err", err)
-			}
-			cancel()
+			w.leave()
 			return
 		}
 		ctx, cancel := w.call()
@@ -132,6 +131,34 @@ func (w *worker) run(first item, skipped []botstate.Entry) {
 		if cur, err = itemOf(*h.Next, w.scope); err != nil {
 			w.d.log.Error("dispatch: undecodable lock entry; skipping it", "lock", w.key, "err", err)
 		}
+	}
+}
+
+// leave gives the scope up at shutdown, leaving its waiting messages to
+// whoever takes it next (another process, or this one restarted, through
+// recovery). A message in hand that went back unhandled keeps its place at
+// the front of the queue (Abandon); a settled one must not come back, so
+// the worker first hands over, then abandons the message it is handed.
+func (w *worker) leave() {
+	ctx, cancel := w.call()
+	defer cancel()
+	lk := w.lock
+	if !w.gaveBack {
+		h, err := w.d.lk.Handover(ctx, lk, w.d.lockTTL)
+		if err != nil {
+			if !errors.Is(err, botstate.ErrNotOwner) {
+				w.d.log.Error("dispatch: handing a lock over at shutdown", "lock", w.key, "err", err)
+			}
+			return
+		}
+		w.takeSkipped(h.Skipped)
+		if !h.Held {
+			return
+		}
+		lk = h.Lock
+	}
+	if err := w.d.lk.Abandon(ctx, lk); err != nil && !errors.Is(err, botstate.ErrNotOwner) {
+		w.d.log.Error("dispatch: abandoning a lock at shutdown", "lock", w.key, "err", err)
 	}
 }
 
@@ -423,6 +450,7 @@ func (w *worker) handle(it *item) (lost bool) {
 	case lockErr != nil || errors.Is(cause, ErrShutdown):
 		o.Kind, o.Err = KindLost, err
 		w.giveBack(it, nil)
+		w.gaveBack = true
 	case errors.Is(cause, ErrInterrupted):
 		w.skip(it)
 		return false
