@@ -3,13 +3,21 @@
 # free_port prints a TCP port on 127.0.0.1 that nothing listens on, and
 # claims it (a directory per port under the claims dir, made atomically) so
 # that service scripts starting side by side never pick the same one.
-# Claims older than an hour are dropped.
+# Claims older than an hour are dropped. Ports come from below the kernel's
+# ephemeral range: a port there may be the local end of an outgoing
+# connection, or of one of the thousands in TIME_WAIT a test run leaves,
+# and a server cannot bind it although nothing listens.
 free_port() {
-  local p claims="${TMPDIR:-/tmp}/botstate-port-claims"
+  local p lo=32768 hi=60999 first=10000 span claims="${TMPDIR:-/tmp}/botstate-port-claims"
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  span=$(( lo - first ))
+  if [ "$span" -lt 2000 ]; then # an unusual range: use the ports above it, or any
+    first=$(( hi < 63000 ? hi + 1 : 20000 )) span=$(( hi < 63000 ? 65535 - hi : 40000 ))
+  fi
   mkdir -p "$claims"
   find "$claims" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
   for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 40000 ))
+    p=$(( first + RANDOM % span ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && mkdir "$claims/$p" 2>/dev/null; then
       echo "$p"
       return 0

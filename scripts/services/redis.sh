@@ -103,9 +103,11 @@ start_once() {
   conf tls 0 "tls-port $pt" "tls-cert-file $dir/tls/cert.pem" "tls-key-file $dir/tls/key.pem" \
     "tls-ca-cert-file $dir/tls/cert.pem" "tls-auth-clients no" \
     "user default off" "user botstate on >s3cret ~* &* +@all"
+  # The bus port is chosen too: its default, the port plus 10000, may fall
+  # in the kernel's ephemeral range.
   for p in "$c1" "$c2" "$c3"; do
     conf "cluster-$p" "$p" "cluster-enabled yes" "cluster-config-file $dir/cluster-$p/nodes.conf" \
-      "cluster-node-timeout 5000"
+      "cluster-node-timeout 5000" "cluster-port $(free_port)"
   done
   serve standalone || { stop_servers; return 1; }
   serve fault || { stop_servers; return 1; }
