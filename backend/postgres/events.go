@@ -39,19 +39,6 @@ ON CONFLICT (namespace, key) DO UPDATE
        expires_at = excluded.expires_at, insert_seq = excluded.insert_seq
  WHERE e.expires_at <= excluded.created_at`
 
-// insertRecordedSQL and insertClaimedSQL insert a new key, and nothing
-// else: the fast path, the statement pgbench is measured against.
-const (
-	insertRecordedSQL = `
-INSERT INTO events (namespace, key, status, payload, attempts, created_at, expires_at)
-VALUES ($1, $2, 'recorded', $3, 0, $4, $5)
-ON CONFLICT DO NOTHING`
-	insertClaimedSQL = `
-INSERT INTO events (namespace, key, status, payload, token, attempts, created_at, lease_until, expires_at)
-VALUES ($1, $2, 'claimed', $3, $4, 1, $5, $6, $7)
-ON CONFLICT DO NOTHING`
-)
-
 // maxAttemptsReason is driver.MaxAttemptsReason as an SQL literal.
 const maxAttemptsReason = `'` + driver.MaxAttemptsReason + `'`
 
@@ -170,7 +157,8 @@ func (d *Driver) limited(ctx context.Context, ns string, limit int, queue func(b
 }
 
 // RecordEvent implements driver.Events. A new key (the common case) is
-// one plain INSERT ... ON CONFLICT DO NOTHING; only when that finds the key
+// one plain INSERT ... ON CONFLICT DO NOTHING, grouped with concurrent
+// calls' (inserts.go); only when that finds the key
 // taken does recordEventSQL run, to take the row over if it expired.
 // Either statement decides alone and atomically; the first changes nothing
 // when it does not insert, so no decision rests on a stale read.
@@ -185,12 +173,12 @@ func (d *Driver) RecordEvent(ctx context.Context, ns string, w driver.EventWrite
 				})
 			})
 		}
-		tag, err := d.pool.Exec(ctx, insertRecordedSQL, ns, w.Key, w.Payload, w.Now, ts(w.ExpiresAt))
-		if err != nil || tag.RowsAffected() == 1 {
-			inserted = err == nil
+		ok, err := d.ins.insert(&newEvent{ctx: ctx, ns: ns, key: w.Key, payload: w.Payload, now: w.Now, exp: w.ExpiresAt})
+		if err != nil || ok {
+			inserted = ok
 			return err
 		}
-		tag, err = d.pool.Exec(ctx, recordEventSQL, ns, w.Key, w.Payload, w.Now, ts(w.ExpiresAt), false)
+		tag, err := d.pool.Exec(ctx, recordEventSQL, ns, w.Key, w.Payload, w.Now, ts(w.ExpiresAt), false)
 		inserted = err == nil && tag.RowsAffected() == 1
 		return err
 	})
@@ -316,7 +304,8 @@ func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimReques
 	return rep, err
 }
 
-// claim claims a key: a plain insert when the key is new (the common case),
+// claim claims a key: a plain insert when the key is new (the common case,
+// grouped with concurrent calls' by inserts.go),
 // else claimEventSQL, which takes the row over (or parks it) if it is
 // claimable. Each statement decides alone and atomically, and the insert
 // changes nothing when it does not insert. When it changed the row, it
@@ -326,9 +315,10 @@ func (d *Driver) claim(ctx context.Context, ns string, r driver.ClaimRequest) (b
 	ev := driver.Event{Key: r.Key, Status: driver.EventClaimed, Payload: driver.Clone(r.Payload), Token: r.Token,
 		Attempts: 1, CreatedAt: r.Now, LeaseUntil: r.LeaseUntil, ExpiresAt: r.ExpiresAt}
 	if r.Limit == 0 {
-		tag, err := d.pool.Exec(ctx, insertClaimedSQL, ns, r.Key, r.Payload, r.Token, r.Now, r.LeaseUntil, ts(r.ExpiresAt))
-		if err != nil || tag.RowsAffected() == 1 {
-			return err == nil, ev, err
+		ok, err := d.ins.insert(&newEvent{ctx: ctx, ns: ns, key: r.Key, claimed: true, payload: r.Payload, token: r.Token,
+			now: r.Now, lease: r.LeaseUntil, exp: r.ExpiresAt})
+		if err != nil || ok {
+			return ok, ev, err
 		}
 	}
 	var t takeover

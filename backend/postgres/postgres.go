@@ -47,6 +47,7 @@ type Driver struct {
 	pool   *pgxpool.Pool
 	schema string
 	clock  func() time.Time
+	ins    *inserter // new event keys, in groups
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -143,6 +144,7 @@ func Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Driver, er
 	if d.clock == nil {
 		d.clock = time.Now
 	}
+	d.ins = newInserter(d)
 	if !c.migrate {
 		if err := d.ValidateSchema(ctx); err != nil {
 			pool.Close()
@@ -166,6 +168,7 @@ func (d *Driver) Close() error {
 		d.closed.Store(true)
 		d.stopReap()
 		<-d.reapDone
+		d.ins.close()
 		d.pool.Close()
 	})
 	return nil
