@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/botstate/botstate"
+	"github.com/botstate/botstate/statetest"
 )
 
 // The SPEC's target: Record and Claim on mem within 3x a bare
@@ -153,4 +154,15 @@ func BenchmarkScale(b *testing.B) {
 			runtime.KeepAlive(st)
 		})
 	}
+}
+
+// BenchmarkListings: the recovery listings with no completed events held,
+// and with a million (statetest.BenchmarkListings).
+func BenchmarkListings(b *testing.B) {
+	st, err := botstate.Open(context.Background(), "mem://")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	statetest.BenchmarkListings(b, st)
 }

@@ -36,6 +36,7 @@ func (d *Driver) order(ns string) *eventOrder {
 // dropEvent deletes an event; the caller holds s.mu.
 func (d *Driver) dropEvent(s *shard, k mkey) {
 	delete(s.events, k)
+	delete(s.open, k)
 	if _, ok := s.seqs[k]; ok {
 		delete(s.seqs, k)
 		d.order(k.ns).live.Add(-1)
@@ -49,6 +50,7 @@ func (d *Driver) insertEvent(s *shard, k mkey, e *driver.Event, limit int) uint6
 		d.dropEvent(s, k) // an expired one being replaced
 	}
 	s.events[k] = e
+	s.track(k, e)
 	if limit <= 0 {
 		return 0
 	}
@@ -101,6 +103,16 @@ func (d *Driver) evictIfCurrent(ns string, e orderEnt) {
 		d.dropEvent(s, k)
 	}
 	s.mu.Unlock()
+}
+
+// track keeps s.open in step with the stored event e of k after a write;
+// the caller holds s.mu.
+func (s *shard) track(k mkey, e *driver.Event) {
+	if e.Status == driver.EventCompleted {
+		delete(s.open, k)
+	} else {
+		s.open[k] = e
+	}
 }
 
 // liveEvent returns the stored event if it exists at now; the caller holds s.mu.
@@ -186,6 +198,7 @@ func (d *Driver) ClaimEvent(_ context.Context, ns string, r driver.ClaimRequest)
 	if err == nil && write {
 		if found {
 			*cur = next
+			s.track(k, cur)
 		} else {
 			stored := next // a heap copy only on insert, not on every call
 			seq = d.insertEvent(s, k, &stored, r.Limit)
@@ -225,6 +238,7 @@ func (d *Driver) update(ns, key string, now time.Time, fn func(cur driver.Event,
 		return driver.ErrNotFound // every rule refuses an absent event; never reached
 	}
 	*cur = next
+	s.track(mkey{ns, key}, cur)
 	return nil
 }
 
@@ -257,13 +271,14 @@ func (d *Driver) RetryEvent(_ context.Context, ns, key string, now, expiresAt ti
 }
 
 // scanEvents returns, oldest first, up to limit live events of ns that keep
-// says to keep.
+// says to keep, which must refuse completed events: it reads only the
+// events that are not completed.
 func (d *Driver) scanEvents(ns string, now time.Time, limit int, keep func(*driver.Event) bool) []driver.Event {
 	var out []driver.Event
 	for i := range d.shards {
 		s := &d.shards[i]
 		s.mu.Lock()
-		for k, e := range s.events {
+		for k, e := range s.open {
 			if k.ns == ns && driver.Live(e.ExpiresAt, now) && keep(e) {
 				out = append(out, copyEvent(e))
 			}

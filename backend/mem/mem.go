@@ -33,6 +33,10 @@ type mkey struct{ ns, key string }
 type shard struct {
 	mu     sync.Mutex
 	events map[mkey]*driver.Event
+	// open holds the events that are not completed, the only
+	// ones a recovery listing (Pending, Expired, Due, Failed) can return,
+	// so a listing costs the same however many completed events are held.
+	open   map[mkey]*driver.Event
 	seqs   map[mkey]uint64 // insertion order, only for namespaces with a limit
 	convs  map[mkey]*driver.Conversation
 	subs   map[mkey]*driver.Subscription
@@ -95,6 +99,7 @@ func New(cfg driver.Config) *Driver {
 	for i := range d.shards {
 		s := &d.shards[i]
 		s.events = map[mkey]*driver.Event{}
+		s.open = map[mkey]*driver.Event{}
 		s.seqs = map[mkey]uint64{}
 		s.convs = map[mkey]*driver.Conversation{}
 		s.subs = map[mkey]*driver.Subscription{}

@@ -138,6 +138,7 @@ func (d *Driver) Import(_ context.Context, recs []driver.Record) error {
 			ev.Payload, ev.Result = driver.Clone(ev.Payload), driver.Clone(ev.Result)
 			d.dropEvent(s, k)
 			s.events[k] = &ev
+			s.track(k, &ev)
 		case driver.KindConversation:
 			c := r.Conversation()
 			c.Data = driver.Clone(c.Data)
