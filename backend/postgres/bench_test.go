@@ -299,3 +299,15 @@ func serverCPU() time.Duration {
 	const hz = 100 // USER_HZ on Linux
 	return time.Duration(total) * time.Second / hz
 }
+
+// BenchmarkListings: the recovery listings with no completed events held,
+// and with a million (statetest.BenchmarkListings).
+func BenchmarkListings(b *testing.B) {
+	rawURL := statetest.BackendURL(b, "BOTSTATE_POSTGRES_URL")
+	st, err := botstate.Open(context.Background(), rawURL+"&schema="+benchSchema, botstate.WithSweepInterval(time.Hour))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	statetest.BenchmarkListings(b, st)
+}

@@ -53,6 +53,11 @@
 //     DO UPDATE ... WHERE the stored row expired, which takes an expired
 //     row over and leaves a live one untouched. Each statement decides alone
 //     and atomically; the first changes nothing when it does not insert.
+//     The inserts of new keys that concurrent Record and Claim calls make
+//     go to the server in groups (inserts.go): one INSERT ... SELECT FROM
+//     unnest(...) ON CONFLICT DO NOTHING RETURNING the keys it inserted,
+//     one statement and one commit for the group, each row still decided
+//     alone; a lone call goes out at once, alone.
 //   - Claim: the same plain insert for a new key; on conflict, an upsert
 //     whose WHERE takes over a row that expired, was released and is due
 //     (retry_at passed), or whose lease ended — judged by PostgreSQL on the
@@ -73,11 +78,12 @@
 //   - Retry: one statement: an UPDATE ... WHERE status = 'failed' and, from
 //     the same snapshot, the status it saw, which tells ErrNotFound from
 //     ErrConflict when nothing was updated.
-//   - Listings: ExpiredEvents, DueEvents and PendingEvents read every live
-//     row of the namespace and sort the matches, since no index covers
-//     claimed rows (that would cost every Claim an index write);
-//     FailedEvents walks the partial index events_failed (status =
-//     'failed'), which only parking writes to, and stops at the limit.
+//   - Listings walk partial indexes in (created_at, key) order and stop at
+//     the limit: ExpiredEvents and DueEvents events_waiting (claimed and
+//     released rows), PendingEvents that and events_recorded merged,
+//     FailedEvents events_failed. No completed row is in any of them, so a
+//     listing costs the same however many completed events a namespace
+//     holds; the price is one index entry per Claim or Record of a new key.
 //   - Event limit: the insert, and the DELETE of the oldest keys beyond the
 //     limit (by an insertion sequence), run in one batch — one implicit
 //     transaction — after pg_advisory_xact_lock on the namespace, so the
