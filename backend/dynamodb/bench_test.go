@@ -15,6 +15,7 @@ import (
 
 	"github.com/botstate/botstate"
 	"github.com/botstate/botstate/driver"
+	"github.com/botstate/botstate/statetest"
 )
 
 // The benchmarks compare botstate's operations with the bare DynamoDB call
@@ -162,4 +163,16 @@ func benchNamespace(b *testing.B) *botstate.Store {
 	}
 	b.Cleanup(func() { st.Close() })
 	return st.Namespace(fmt.Sprintf("bench-%d", time.Now().UnixNano()))
+}
+
+// BenchmarkListings: the recovery listings with no completed events held,
+// and with a hundred thousand (statetest.BenchmarkListings; DynamoDB Local
+// loads them in under a minute on this machine, a million in about ten).
+func BenchmarkListings(b *testing.B) {
+	st, err := botstate.Open(context.Background(), benchURL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	statetest.BenchmarkListings(b, st, 0, 100_000)
 }

@@ -13,7 +13,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/botstate/botstate"
 	"github.com/botstate/botstate/driver"
+	"github.com/botstate/botstate/statetest"
 )
 
 // Group commit, measured. Each operation is a Claim then a Complete of a
@@ -150,4 +152,15 @@ func BenchmarkCodec(b *testing.B) {
 		}
 		b.ReportMetric(float64(n), "bytes/value")
 	})
+}
+
+// BenchmarkListings: the recovery listings with no completed events held,
+// and with a million (statetest.BenchmarkListings).
+func BenchmarkListings(b *testing.B) {
+	st, err := botstate.Open(context.Background(), "file://"+filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	statetest.BenchmarkListings(b, st)
 }
