@@ -56,7 +56,7 @@ func TestErrorsNameTheOperation(t *testing.T) {
 	if !errors.As(err, &e) || e.Op != "Events.Claim" || e.Msg == "" {
 		t.Fatalf("error %v does not name its operation and cause", err)
 	}
-	if got := err.Error(); got != "botstate: Events.Claim: event key is empty: botstate: invalid argument" {
+	if got := err.Error(); got != "botstate: Events.Claim: event key is empty: invalid argument" {
 		t.Fatalf("message %q", got)
 	}
 }

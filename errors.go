@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/botstate/botstate/driver"
 )
@@ -29,11 +30,17 @@ type Error struct {
 	Err error  // a sentinel, a context error, or a backend's error
 }
 
+// Error reads "botstate: Op: Msg: cause", with the "botstate: " of the
+// sentinels inside the cause left out, so the prefix appears once.
 func (e *Error) Error() string {
-	if e.Msg == "" {
-		return fmt.Sprintf("botstate: %s: %v", e.Op, e.Err)
+	cause := "<nil>"
+	if e.Err != nil {
+		cause = strings.ReplaceAll(e.Err.Error(), "botstate: ", "")
 	}
-	return fmt.Sprintf("botstate: %s: %s: %v", e.Op, e.Msg, e.Err)
+	if e.Msg == "" {
+		return fmt.Sprintf("botstate: %s: %s", e.Op, cause)
+	}
+	return fmt.Sprintf("botstate: %s: %s: %s", e.Op, e.Msg, cause)
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -53,6 +53,9 @@ func (s *Store) export(ctx context.Context, op string, w io.Writer, ns string) (
 	if err := s.begin(ctx, op); err != nil {
 		return 0, err
 	}
+	if w == nil {
+		return 0, invalid(op, "nil writer")
+	}
 	var recs []Record
 	err := s.core.drv.Export(ctx, ns, s.now(), func(r *Record) error {
 		c := *r

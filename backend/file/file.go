@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"path/filepath"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -156,6 +158,20 @@ type urlError struct {
 func (e *urlError) Error() string { return "file: URL " + e.u + ": " + e.msg }
 func (e *urlError) Unwrap() error { return driver.ErrInvalidArgument }
 
+// PathOf returns the path of the file a file URL names, or an error when
+// rawURL is not a valid file URL.
+func PathOf(rawURL string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	if u.Scheme != "file" {
+		return "", &urlError{u.Redacted(), "not a file URL"}
+	}
+	o, err := parseURL(u)
+	return o.path, err
+}
+
 func parseURL(u *url.URL) (options, error) {
 	bad := func(format string, args ...any) (options, error) {
 		return options{}, &urlError{u.Redacted(), fmt.Sprintf(format, args...)}
@@ -226,7 +242,7 @@ func open(o options, cfg driver.Config) (*Driver, error) {
 		return nil, &LockedError{Path: abs, Wait: o.timeout.Round(time.Millisecond)}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("file: open %s: %w", o.path, err)
+		return nil, openError(o.path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
@@ -252,7 +268,7 @@ func open(o options, cfg driver.Config) (*Driver, error) {
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("file: open %s: %w", o.path, err)
+		return nil, fmt.Errorf("file: open %s: %w: %w", o.path, driver.ErrUnavailable, err)
 	}
 	d := &Driver{db: db, path: o.path, clock: cfg.Clock, mode: o.mode, reqs: make(chan *commitReq, 4*maxGroup), stop: make(chan struct{})}
 	if d.clock == nil {
@@ -269,6 +285,20 @@ func open(o options, cfg driver.Config) (*Driver, error) {
 		driver.Every(d.stop, every, func() { _, _ = d.reap(d.clock()) })
 	}()
 	return d, nil
+}
+
+// openError says why a file could not be opened, matching a sentinel: a
+// path whose directory is missing, or that is a directory, is
+// ErrInvalidArgument (the URL is wrong); anything else (permissions, a
+// full disk, a file that is not bbolt's) ErrUnavailable.
+func openError(path string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("file: open %s: the directory %s does not exist: %w", path, filepath.Dir(path), driver.ErrInvalidArgument)
+	case errors.Is(err, syscall.EISDIR):
+		return fmt.Errorf("file: open %s: a directory, not a file: %w", path, driver.ErrInvalidArgument)
+	}
+	return fmt.Errorf("file: open %s: %w: %w", path, driver.ErrUnavailable, err)
 }
 
 // upgrade brings a format-1 file to format 2 inside Open's transaction.

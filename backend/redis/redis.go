@@ -248,7 +248,11 @@ func (d *Driver) check() error {
 // fail turns a client error into the driver's vocabulary: a closed driver
 // says ErrClosed; a server that cannot be reached, is loading, failing over
 // or out of memory says ErrUnavailable (with the context's error when the
-// context ended the call); any other server error is passed on as is.
+// context ended the call); a Cluster redirection that surfaces (a standalone
+// URL pointing at a Cluster node) is ErrInvalidArgument; a key of another
+// type where botstate keeps its own (something else wrote it) is
+// ErrConflict; any other refusal (authentication, permissions, a script
+// error) is ErrUnavailable, with the server's message.
 func (d *Driver) fail(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
@@ -265,9 +269,11 @@ func (d *Driver) fail(ctx context.Context, err error) error {
 		case "MOVED", "ASK":
 			// The Cluster client follows redirections itself; one that
 			// surfaces means a standalone URL points at a Cluster node.
-			return fmt.Errorf("redis: %s (a Cluster node answered: use a redis+cluster:// URL)", msg)
+			return fmt.Errorf("redis: %s (a Cluster node answered: use a redis+cluster:// URL): %w", msg, driver.ErrInvalidArgument)
+		case "WRONGTYPE":
+			return fmt.Errorf("redis: %s (a key of botstate's holds something else): %w", msg, driver.ErrConflict)
 		}
-		return fmt.Errorf("redis: %s", msg)
+		return fmt.Errorf("redis: %s: %w", msg, driver.ErrUnavailable)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("redis: %w: %w", driver.ErrUnavailable, err)

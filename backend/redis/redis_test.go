@@ -2,11 +2,14 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/botstate/botstate"
 	redisbackend "github.com/botstate/botstate/backend/redis"
@@ -62,4 +65,66 @@ func TestTLSWithACLUserAndDatabase(t *testing.T) {
 		st2.Close()
 		t.Fatal("a wrong password was accepted")
 	}
+}
+
+// TestServerRefusalsMatchSentinels: a standalone URL pointing at a Cluster
+// node (a MOVED reply) is ErrInvalidArgument, and a key of botstate's that
+// something else overwrote with another type (WRONGTYPE) is ErrConflict.
+func TestServerRefusalsMatchSentinels(t *testing.T) {
+	ctx := context.Background()
+	cluster := statetest.BackendURL(t, "BOTSTATE_REDIS_CLUSTER_URL")
+	u, err := url.Parse(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, _, _ := strings.Cut(u.Host, ",")
+	st, err := botstate.Open(ctx, "redis://"+node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var moved error
+	for i := range 20 { // some keys hash to this node's slots
+		if _, _, err := st.Cache().Get(ctx, "k"+strconv.Itoa(i)); err != nil {
+			moved = err
+			break
+		}
+	}
+	if !errors.Is(moved, botstate.ErrInvalidArgument) || !strings.Contains(moved.Error(), "redis+cluster://") {
+		t.Errorf("a standalone URL on a Cluster node: %v", moved)
+	}
+
+	raw := statetest.BackendURL(t, "BOTSTATE_REDIS_URL")
+	st2, err := botstate.Open(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	ns := st2.Namespace("wrongtype-" + strconv.FormatInt(time.Now().UnixNano(), 36))
+	if _, err := ns.Conversations().UpdateData(ctx, "c", map[string]any{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := goredis.NewClient(&goredis.Options{Addr: mustHost(t, raw)})
+	defer rdb.Close()
+	keys, err := rdb.Keys(ctx, "*"+ns.Name()+"*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("the conversation's keys: %v %v", keys, err)
+	}
+	for _, k := range keys {
+		if err := rdb.Set(ctx, k, "not botstate's", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = ns.Conversations().UpdateData(ctx, "c", map[string]any{"a": 2})
+	if !errors.Is(err, botstate.ErrConflict) || strings.Count(err.Error(), "botstate:") != 1 {
+		t.Errorf("a conversation key overwritten with a string: %v", err)
+	}
+}
+
+func mustHost(t *testing.T, raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Host
 }
