@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"os/signal"
 	"sort"
@@ -70,55 +71,67 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return nil
 	}
 	cmd, args := args[0], args[1:]
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	url := fs.String("url", defaultURL, "backend URL")
-	ns := fs.String("ns", botstate.DefaultNamespace, "namespace")
-	all := fs.Bool("all", false, "every namespace")
 	switch cmd {
 	case "serve":
-		// serve has flags of its own.
-		sfs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-		sfs.SetOutput(stderr)
-		sfs.Usage = func() {
-			fmt.Fprint(stderr, serveUsage)
-			sfs.PrintDefaults()
+		fs := newFlags(cmd, serveUsage)
+		c := serveFlags(fs.FlagSet)
+		if err := parse(fs, args, stdout, stderr); err != nil {
+			return err
 		}
-		c := serveFlags(sfs)
-		if err := sfs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		if sfs.NArg() > 0 {
-			return fmt.Errorf("%w: unexpected argument %q", errUsage, sfs.Arg(0))
+		if fs.help {
+			return nil
 		}
 		return serve(ctx, c, stdout, stderr)
 	case "export":
+		fs := newFlags(cmd, "usage: botstate export [-url URL] [-ns NS | -all] [-o FILE]\n\n"+
+			"Writes a snapshot of a namespace (or of all of them) as NDJSON.\n\nflags:\n")
+		url, ns, all := fs.String("url", defaultURL, "backend URL"), fs.String("ns", botstate.DefaultNamespace, "namespace"), fs.Bool("all", false, "every namespace")
 		out := fs.String("o", "-", "output file (- for stdout)")
-		if err := parse(fs, args); err != nil {
+		if err := parse(fs, args, stdout, stderr); err != nil || fs.help {
+			return err
+		}
+		if err := oneNamespace(fs, stderr); err != nil {
+			return err
+		}
+		if err := mustExist(*url); err != nil {
 			return err
 		}
 		return export(ctx, *url, *ns, *all, *out, stdout, stderr)
 	case "import":
+		fs := newFlags(cmd, "usage: botstate import [-url URL] [-i FILE]\n\n"+
+			"Loads a snapshot: every item goes to the namespace its line names.\n\nflags:\n")
+		url := fs.String("url", defaultURL, "backend URL")
 		in := fs.String("i", "-", "input file (- for stdin)")
-		if err := parse(fs, args); err != nil {
+		if err := parse(fs, args, stdout, stderr); err != nil || fs.help {
 			return err
 		}
 		return importSnapshot(ctx, *url, *in, stdin, stderr)
 	case "migrate":
-		from := fs.String("from", "", "source backend URL")
-		to := fs.String("to", "", "target backend URL")
-		if err := parse(fs, args); err != nil {
+		fs := newFlags(cmd, "usage: botstate migrate -from URL -to URL [-ns NS]\n\n"+
+			"Copies every namespace (or NS) from one backend to another.\n\nflags:\n")
+		from, to := fs.String("from", "", "source backend URL"), fs.String("to", "", "target backend URL")
+		ns := fs.String("ns", "", "only this namespace (default: every one)")
+		if err := parse(fs, args, stdout, stderr); err != nil || fs.help {
 			return err
 		}
 		if *from == "" || *to == "" {
 			return fmt.Errorf("%w: migrate needs -from and -to", errUsage)
 		}
-		return migrate(ctx, *from, *to, *ns, !isSet(fs, "ns"), stderr)
+		if err := mustExist(*from); err != nil {
+			return err
+		}
+		return migrate(ctx, *from, *to, *ns, *ns == "", stderr)
 	case "inspect":
-		if err := parse(fs, args); err != nil {
+		fs := newFlags(cmd, "usage: botstate inspect [-url URL] [-ns NS | -all]\n\n"+
+			"Counts the items of each kind in a namespace (or in all of them).\n\nflags:\n")
+		url, ns, all := fs.String("url", defaultURL, "backend URL"), fs.String("ns", botstate.DefaultNamespace, "namespace"), fs.Bool("all", false, "every namespace")
+		if err := parse(fs, args, stdout, stderr); err != nil || fs.help {
+			return err
+		}
+		if err := oneNamespace(fs, stderr); err != nil {
+			return err
+		}
+		if err := mustExist(*url); err != nil {
 			return err
 		}
 		return inspect(ctx, *url, *ns, *all, stdout)
@@ -126,12 +139,67 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return fmt.Errorf("%w: unknown command %q (see botstate help)", errUsage, cmd)
 }
 
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+// flags is one subcommand's flag set and the usage text that leads its
+// flag list.
+type flags struct {
+	*flag.FlagSet
+	usage string
+	help  bool // -h was given: the usage was printed
+}
+
+func newFlags(name, usage string) *flags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // parse reports errors itself
+	fs.Usage = func() {}
+	return &flags{FlagSet: fs, usage: usage}
+}
+
+// printUsage writes the subcommand's usage and its flags to w.
+func (fs *flags) printUsage(w io.Writer) {
+	fmt.Fprint(w, fs.usage)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// parse parses a subcommand's arguments. -h prints its usage on stdout
+// and sets fs.help; a bad flag or a stray argument is a usage error, with
+// the usage on stderr.
+func parse(fs *flags, args []string, stdout, stderr io.Writer) error {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.printUsage(stdout)
+		fs.help = true
+		return nil
+	case err != nil:
+	case fs.NArg() > 0:
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	default:
+		return nil
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	fs.printUsage(stderr)
+	return fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
+}
+
+// oneNamespace refuses -ns together with -all.
+func oneNamespace(fs *flags, stderr io.Writer) error {
+	if isSet(fs.FlagSet, "ns") && isSet(fs.FlagSet, "all") {
+		fs.printUsage(stderr)
+		return fmt.Errorf("%w: %s: -ns and -all exclude each other", errUsage, fs.Name())
+	}
+	return nil
+}
+
+// mustExist refuses a file URL whose file does not exist: reading it would
+// create an empty one.
+func mustExist(url string) error {
+	path, err := file.PathOf(url)
+	if err != nil {
+		return nil // not a file URL (or a bad one, which Open reports)
+	}
+	if _, err := os.Stat(path); errors.Is(err, iofs.ErrNotExist) {
+		return fmt.Errorf("%w: %s does not exist", botstate.ErrNotFound, path)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,5 +138,70 @@ func TestDefaultURLIsTheEmbeddedFile(t *testing.T) {
 	out, _, err := botCLI(t, "", "export")
 	if err != nil || !strings.Contains(out, `"key":"k"`) {
 		t.Fatalf("export without -url: %v %q", err, out)
+	}
+}
+
+// TestEachSubcommandHasItsOwnFlags: -h prints the subcommand's usage and
+// succeeds; a flag another subcommand has, or none has, is a usage error.
+func TestEachSubcommandHasItsOwnFlags(t *testing.T) {
+	for _, cmd := range []string{"serve", "export", "import", "migrate", "inspect"} {
+		out, _, err := botCLI(t, "", cmd, "-h")
+		if err != nil || !strings.Contains(out, "usage: botstate "+cmd) || !strings.Contains(out, "-") {
+			t.Errorf("%s -h: %v, output %q", cmd, err, out)
+		}
+	}
+	url := fileURL(t, "s.db")
+	seed(t, url)
+	for name, args := range map[string][]string{
+		"import -ns":        {"import", "-url", url, "-ns", "acme"},
+		"import -all":       {"import", "-url", url, "-all"},
+		"migrate -url":      {"migrate", "-url", url, "-from", url, "-to", "mem://"},
+		"migrate -all":      {"migrate", "-from", url, "-to", "mem://", "-all"},
+		"export -ns -all":   {"export", "-url", url, "-ns", "acme", "-all"},
+		"inspect -ns -all":  {"inspect", "-url", url, "-ns", "acme", "-all"},
+		"inspect -o":        {"inspect", "-url", url, "-o", "x"},
+		"serve stray arg":   {"serve", "now"},
+		"export stray arg":  {"export", "-url", url, "now"},
+		"import unknown -x": {"import", "-x"},
+	} {
+		_, stderr, err := botCLI(t, "", args...)
+		if !errors.Is(err, errUsage) {
+			t.Errorf("%s: got %v, want a usage error", name, err)
+		}
+		if !strings.Contains(stderr, "usage: botstate "+args[0]) {
+			t.Errorf("%s: the usage is not on stderr: %q", name, stderr)
+		}
+	}
+}
+
+// TestReadingAMissingFileCreatesNothing: export, inspect and migrate from
+// a file that does not exist say so, and leave no file behind.
+func TestReadingAMissingFileCreatesNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "nope.db")
+	url := "file://" + filepath.ToSlash(path)
+	for name, args := range map[string][]string{
+		"export":  {"export", "-url", url},
+		"inspect": {"inspect", "-url", url},
+		"migrate": {"migrate", "-from", url, "-to", "mem://"},
+	} {
+		_, _, err := botCLI(t, "", args...)
+		if !errors.Is(err, botstate.ErrNotFound) || !strings.Contains(fmt.Sprint(err), "does not exist") {
+			t.Errorf("%s of a missing file: %v", name, err)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s created %s", name, path)
+		}
+	}
+	wd, _ := os.Getwd()
+	if err := os.Chdir(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chdir(wd)
+	if _, _, err := botCLI(t, "", "inspect"); !errors.Is(err, botstate.ErrNotFound) {
+		t.Errorf("inspect without -url and no ./botstate.db: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "botstate.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Error("inspect created ./botstate.db")
 	}
 }
