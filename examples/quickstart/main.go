@@ -8,6 +8,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -90,7 +92,10 @@ func run(ctx context.Context, bot *botstate.Store) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("threads:       following=%v memory=%v\n", followed, mem)
+	if !followed {
+		return fmt.Errorf("the thread is not followed after Subscribe")
+	}
+	fmt.Printf("threads:       following the thread, which remembers %v\n", mem)
 
 	// 4. Locks: one handler per thread; a message that arrives meanwhile waits.
 	policy := botstate.LockPolicy{Strategy: botstate.Queue, TTL: time.Minute, QueueMax: 10}
@@ -102,16 +107,17 @@ func run(ctx context.Context, bot *botstate.Store) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("locks:         first=%v second=%v\n", first.Status == botstate.Acquired, second.Status == botstate.Queued)
+	fmt.Printf("locks:         replica-a %s the thread; replica-b's message %s behind it\n", first.Status, second.Status)
 	for lk := first.Lock; ; {
 		h, err := bot.Locks().Handover(ctx, lk, time.Minute)
 		if err != nil {
 			return err
 		}
 		if !h.Held {
+			fmt.Println("locks:         nothing left waiting: replica-a released the thread")
 			break
 		}
-		fmt.Printf("locks:         handed over %q\n", h.Next.Payload)
+		fmt.Printf("locks:         replica-a took over the queued %q\n", h.Next.Payload)
 		lk = h.Lock
 	}
 
@@ -129,12 +135,25 @@ func run(ctx context.Context, bot *botstate.Store) error {
 	}
 	fmt.Printf("incidents:     active channels %v\n", active)
 
-	// 6. Snapshot: everything above, as canonical NDJSON.
-	n, err := bot.Export(ctx, os.Stdout)
+	// 6. Snapshot: everything above, as canonical NDJSON (botstate export
+	// writes the same lines); here, counted by kind.
+	var buf bytes.Buffer
+	n, err := bot.Export(ctx, &buf)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("snapshot:      %d items\n", n)
+	kinds := map[string]int{}
+	lines := bufio.NewScanner(&buf)
+	lines.Scan() // the header
+	for lines.Scan() {
+		var item struct{ Kind string }
+		if err := json.Unmarshal(lines.Bytes(), &item); err != nil {
+			return err
+		}
+		kinds[item.Kind]++
+	}
+	fmt.Printf("snapshot:      %d items: %v\n", n, kinds)
+	fmt.Println("               (the released lock's record stays a minute, keeping its fencing token)")
 	return nil
 }
 
