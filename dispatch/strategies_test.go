@@ -152,9 +152,9 @@ func TestDebounceHandlesTheLatestAfterQuiet(t *testing.T) {
 			f.dispatch(i, "r", Message{Key: k, Scope: "s"})
 			time.Sleep(20 * time.Millisecond)
 		}
-		rs := j.waitFor(t, "the latest", 10*time.Second, func(rs []run) bool { return countOK(rs) == 1 })
+		j.waitFor(t, "the latest", 10*time.Second, func(rs []run) bool { return countOK(rs) == 1 })
 		time.Sleep(500 * time.Millisecond)
-		rs = j.snapshot()
+		rs := j.snapshot()
 		if len(rs) != 1 || rs[0].key != "m004" {
 			t.Fatalf("runs %+v, want one run of m004", rs)
 		}
@@ -321,9 +321,9 @@ func TestHandlerLongerThanItsLeaseRunsOnce(t *testing.T) {
 				t.Fatalf("redelivery %d while the handler runs: %v", i, out)
 			}
 		}
-		rs := j.waitFor(t, "the run", 10*time.Second, func(rs []run) bool { return len(rs) >= 1 })
+		j.waitFor(t, "the run", 10*time.Second, func(rs []run) bool { return len(rs) >= 1 })
 		time.Sleep(2 * cfg.Lease)
-		rs = j.snapshot()
+		rs := j.snapshot()
 		if len(rs) != 1 || rs[0].err != nil {
 			t.Fatalf("runs %+v, want one successful run", rs)
 		}
@@ -530,7 +530,8 @@ func TestBadInputIsRefused(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if _, err := d.Dispatch(nil, "r", Message{Key: "k", Scope: "s"}); !errors.Is(err, botstate.ErrInvalidArgument) { //nolint:staticcheck // a nil context is the bad input
+	//lint:ignore SA1012 a nil context is the bad input under test
+	if _, err := d.Dispatch(nil, "r", Message{Key: "k", Scope: "s"}); !errors.Is(err, botstate.ErrInvalidArgument) {
 		t.Errorf("nil context: %v", err)
 	}
 	if ev, _ := st.Events().Pending(ctx, 0); len(ev) != 0 {

@@ -4,7 +4,8 @@
 # For each service script scripts/services/<name>.sh it runs
 # "<name>.sh start DIR", which installs what is missing, starts the server on
 # free loopback ports, and writes "export VAR=url" lines to DIR/env; then it
-# runs go test with the race detector; then "<name>.sh stop DIR" for each,
+# runs the static checks (scripts/check.sh) on a full run, then go test with
+# the race detector; then "<name>.sh stop DIR" for each,
 # whatever happened. Extra arguments go to go test (default: ./...).
 #
 # With BOTSTATE_REQUIRE_BACKENDS=1 (as CI runs it) a service that fails to
@@ -34,6 +35,12 @@ for s in "${services[@]}"; do
   bash scripts/services/$s.sh start "$state/$s" >"$state/$s/start.log" 2>&1 &
   pids+=($!)
 done
+# While they start: the static checks, on a full run (no arguments).
+if [ $# -eq 0 ] && ! bash scripts/check.sh; then
+  echo "static checks failed" >&2
+  for p in "${pids[@]}"; do wait "$p"; done
+  exit 1
+fi
 failed=0
 for i in "${!services[@]}"; do
   s=${services[$i]}

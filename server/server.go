@@ -202,11 +202,10 @@ type handler func(ctx context.Context, c *call) (any, error)
 
 // call is one request being served.
 type call struct {
-	s   *Server
-	w   http.ResponseWriter
-	r   *http.Request
-	ns  string
-	now time.Time
+	s  *Server
+	w  http.ResponseWriter
+	r  *http.Request
+	ns string
 }
 
 // decode reads the request's JSON body into v, strictly: one value, no

@@ -76,7 +76,6 @@ const (
 	skProcState = "PROCESSINGSTATE#"
 )
 
-func skOrder(seq uint64) string         { return fmt.Sprintf("%020d#", seq) }
 func skAlert(uid string) string         { return "ALERT#" + part(uid) + "#" }
 func skIssue(uid string) string         { return "ISSUE#" + part(uid) + "#" }
 func skMapping(corr string) string      { return "MOVEMAPPING#" + part(corr) + "#" }

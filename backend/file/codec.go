@@ -182,8 +182,3 @@ func sortTime(b []byte, t time.Time) []byte {
 }
 
 const sortTimeLen = 12
-
-func parseSortTime(b []byte) time.Time {
-	s := int64(binary.BigEndian.Uint64(b) ^ (1 << 63))
-	return time.Unix(s, int64(binary.BigEndian.Uint32(b[8:]))).UTC()
-}

@@ -11,14 +11,6 @@ import (
 	"github.com/botstate/botstate/driver"
 )
 
-var statusNames = [...]string{
-	driver.EventRecorded:  "recorded",
-	driver.EventClaimed:   "claimed",
-	driver.EventReleased:  "released",
-	driver.EventCompleted: "completed",
-	driver.EventFailed:    "failed",
-}
-
 func parseStatus(s string) driver.EventStatus {
 	st, _ := driver.ParseEventStatus(s)
 	return st

@@ -7,8 +7,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -55,17 +55,6 @@ func newLines() *lines {
 }
 
 func (l *lines) Write(p []byte) (int, error) { return l.w.Write(p) }
-
-func (l *lines) next(t *testing.T) string {
-	t.Helper()
-	select {
-	case s := <-l.ch:
-		return s
-	case <-time.After(20 * time.Second):
-		t.Fatal("the bot did not start")
-	}
-	return ""
-}
 
 // runBot runs the bot in this process until the test ends; it returns the
 // first line the bot wrote ("polling" or "listening on ADDR").
@@ -223,8 +212,13 @@ func TestConfigRefuses(t *testing.T) {
 
 // goTool is the go command of the toolchain running the tests.
 func goTool() string {
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
+	if root := os.Getenv("GOROOT"); root != "" {
+		p := filepath.Join(root, "bin", "go")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
 	return "go"
