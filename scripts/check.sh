@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static checks: gofmt, go vet, go mod tidy (go.mod and go.sum must need no
-# change) and staticcheck. scripts/test.sh runs them before the tests.
+# change), staticcheck, and the tests of the scripts' own library
+# (scripts/lib_test.sh). scripts/test.sh runs them before the tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 staticcheck=honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -17,5 +18,6 @@ if ! go mod tidy -diff; then
   fail=1
 fi
 go run "$staticcheck" ./... || fail=1
-[ "$fail" = 0 ] && echo "checks: gofmt, go vet, go mod tidy, staticcheck clean"
+bash scripts/lib_test.sh || fail=1
+[ "$fail" = 0 ] && echo "checks: gofmt, go vet, go mod tidy, staticcheck, lib_test.sh clean"
 exit "$fail"

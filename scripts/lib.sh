@@ -40,20 +40,46 @@ wait_port() {
   return 1
 }
 
-# apt_install PKG... installs Debian packages when they are missing.
+# apt_install PKG... installs the Debian packages that are missing. The
+# service scripts start side by side, so installs queue on a lock of their
+# own (flock on $APT_LOCK) and wait up to ten minutes for dpkg's lock too
+# (another apt run on the machine); when an install fails, apt's output is
+# printed. Packages already installed cost one dpkg -s each.
+APT_LOCK=${APT_LOCK:-${TMPDIR:-/tmp}/botstate-apt.lock}
 apt_install() {
   local missing=() p
   for p in "$@"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  local sudo=""
+  local sudo="" log rc
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || {
-    $sudo apt-get update -q >/dev/null 2>&1
-    $sudo apt-get install -y -q "${missing[@]}" >/dev/null
-  }
+  log=$(mktemp "${TMPDIR:-/tmp}/botstate-apt-log.XXXXXX")
+  if (
+    if ! flock -w 900 9; then
+      echo "another install held $APT_LOCK for 15 minutes" >"$log"
+      exit 1
+    fi
+    still=()
+    for p in "${missing[@]}"; do
+      dpkg -s "$p" >/dev/null 2>&1 || still+=("$p") # installed while we waited?
+    done
+    [ ${#still[@]} -eq 0 ] && exit 0
+    export DEBIAN_FRONTEND=noninteractive
+    apt=($sudo apt-get -y -q -o DPkg::Lock::Timeout=600)
+    "${apt[@]}" install "${still[@]}" >"$log" 2>&1 ||
+      { "${apt[@]}" update >>"$log" 2>&1 && "${apt[@]}" install "${still[@]}" >>"$log" 2>&1; }
+  ) 9>"$APT_LOCK"; then
+    rc=0
+  else
+    rc=$?
+  fi
+  if [ "$rc" -ne 0 ]; then
+    echo "apt_install: installing ${missing[*]} failed; apt said:" >&2
+    sed 's/^/    /' "$log" >&2
+  fi
+  rm -f "$log"
+  return "$rc"
 }
 
 # service_args CMD DIR exits with the usage of a service script unless both

@@ -9,7 +9,7 @@
 # AWS ships DynamoDB Local inside the npm package amplify-dynamodb-simulator
 # (under package/emulator/), so it comes from the npm registry like any
 # package; the extracted emulator is cached under
-# ${XDG_CACHE_HOME:-~/.cache}/botstate/dynamodb-local so later runs skip the
+# ${XDG_CACHE_HOME:-~/.cache}/botstate/dynamodb-local-VERSION so later runs skip the
 # download. It runs on the machine's Java; a headless JRE is installed from
 # Debian's packages when java is missing.
 set -euo pipefail
@@ -21,7 +21,10 @@ cmd=${1:-}
 dir=${2:-}
 service_args "$cmd" "$dir"
 
-cache="${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/botstate/dynamodb-local"
+# The npm package's version is pinned: a new release cannot change what the
+# tests run against until this line does.
+simulator=amplify-dynamodb-simulator@2.9.30
+cache="${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/botstate/dynamodb-local-2.9.30"
 
 # fetch makes sure $cache holds DynamoDBLocal.jar and its libraries. It
 # unpacks into a temporary directory and renames it into place, so two runs
@@ -34,7 +37,7 @@ fetch() {
   tmp=$(mktemp -d "$(dirname "$cache")/fetch.XXXXXX")
   (
     cd "$tmp"
-    npm pack --silent amplify-dynamodb-simulator >/dev/null
+    npm pack --silent "$simulator" >/dev/null
     tar xzf amplify-dynamodb-simulator-*.tgz package/emulator
   )
   if [ ! -f "$tmp/package/emulator/DynamoDBLocal.jar" ]; then

@@ -18,13 +18,8 @@ service_args "$cmd" "$dir"
 
 case "$cmd" in
 start)
-  if ! command -v python3 >/dev/null 2>&1; then
-    for i in $(seq 1 60); do
-      apt_install python3 && break
-      echo "python.sh: apt busy or failing, retrying ($i)" >&2
-      sleep 3
-    done
-  fi
+  mkdir -p "$dir"
+  command -v python3 >/dev/null 2>&1 || apt_install python3
   py=$(command -v python3)
   "$py" -c 'import json, urllib.request, base64, uuid, datetime' # the example's modules
   echo "export BOTSTATE_PYTHON='$py'" >"$dir/env"

@@ -27,20 +27,12 @@ cmd=${1:-}
 dir=${2:-}
 service_args "$cmd" "$dir"
 
-# install retries while another service script holds the dpkg lock: the
-# test script starts every service at once.
+# install installs the server and redis-benchmark when missing
+# (apt_install queues behind the other service scripts' installs).
 install() {
   command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 &&
     command -v redis-benchmark >/dev/null 2>&1 && return 0
-  local i
-  for i in $(seq 1 60); do
-    if apt_install redis-server redis-tools; then
-      return 0
-    fi
-    echo "redis.sh: apt busy or failing, retrying ($i)" >&2
-    sleep 3
-  done
-  return 1
+  apt_install redis-server redis-tools
 }
 
 # conf NAME PORT [EXTRA...] writes DIR/NAME.conf for a server on PORT.
