@@ -102,12 +102,40 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, wrap(op, err)
 	}
+	return newStore(drv, cfg), nil
+}
+
+// OpenDriver returns a Store over a driver that a backend built from a
+// client the application already holds — postgres.FromPool, redis.FromClient,
+// dynamodb.FromClient, file.FromDB — as sql.OpenDB does from a connector.
+// Closing the store closes the driver, which leaves the application's
+// client open. The options are Open's; the clock and sweep interval of the
+// backend's own reaper are the driver.Config its constructor was given.
+func OpenDriver(drv driver.Driver, opts ...Option) (*Store, error) {
+	const op = "OpenDriver"
+	if drv == nil {
+		return nil, invalid(op, "nil driver")
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			return nil, invalid(op, "nil option")
+		}
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return newStore(drv, cfg), nil
+}
+
+func newStore(drv driver.Driver, cfg config) *Store {
 	var prefix [8]byte
 	_, _ = rand.Read(prefix[:])
 	c := &core{drv: drv, cfg: cfg, tokenPrefix: hex.EncodeToString(prefix[:])}
 	_, c.lazyTokens = drv.(driver.LazyTokens)
 	c.mintToken = c.newToken
-	return &Store{core: c, ns: DefaultNamespace}, nil
+	return &Store{core: c, ns: DefaultNamespace}
 }
 
 // Namespace returns a view of the same backend whose keys can never collide

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -201,9 +202,12 @@ func New(ctx context.Context, o Options, cfg driver.Config) (*Driver, error) {
 	if o.Endpoint != "" {
 		// A local endpoint needs a region to sign with, any will do.
 		opts = append(opts, config.WithDefaultRegion("us-east-1"))
-		if !credentialsConfigured() {
+		if loopback(o.Endpoint) && !credentialsConfigured() {
 			// DynamoDB Local accepts any credentials; without this the
-			// default chain would end at the EC2 metadata service.
+			// default chain would end at the EC2 metadata service. Any
+			// other endpoint (a VPC endpoint, a proxy) is real DynamoDB,
+			// whose credentials come from the default chain, an instance
+			// role included.
 			opts = append(opts, config.WithCredentialsProvider(
 				credentials.NewStaticCredentialsProvider("botstate", "botstate", "")))
 		}
@@ -240,6 +244,43 @@ func New(ctx context.Context, o Options, cfg driver.Config) (*Driver, error) {
 	// collects expired items, and every call carries its own now.
 	_ = cfg
 	return &Driver{db: client, table: o.Table, idle: idle}, nil
+}
+
+// loopback reports whether endpoint names this machine (localhost or a
+// loopback address): DynamoDB Local, not AWS.
+func loopback(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// FromClient builds a driver on a DynamoDB client the application already
+// holds (dynamodb.NewFromConfig with its aws.Config: region, credentials,
+// endpoint), over table. With create it creates the table and its index
+// and TTL setting when missing, as ?create=1 does; without, the table
+// must exist (EnsureSchema or Init check it). Close leaves the client's
+// connections alone. Pass the driver to botstate.OpenDriver.
+func FromClient(ctx context.Context, client *dynamodb.Client, table string, create bool) (*Driver, error) {
+	if client == nil {
+		return nil, fmt.Errorf("dynamodb: nil client: %w", driver.ErrInvalidArgument)
+	}
+	if !validTable(table) {
+		return nil, fmt.Errorf("dynamodb: table %q: a name is 3 to 255 characters of letters, digits, '_', '-' and '.': %w", table, driver.ErrInvalidArgument)
+	}
+	d := &Driver{db: client, table: table}
+	if create {
+		if err := d.EnsureSchema(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
 }
 
 // credentialsConfigured reports whether the environment or the shared files

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -297,5 +300,38 @@ func TestLockItemRoundTripsHolderEntriesAndSkipped(t *testing.T) {
 	old, err := decodeLock(it)
 	if err != nil || old.Holders[1].Entry != nil || old.Skipped != nil || len(old.Pending) != 1 {
 		t.Fatalf("older record: %+v %v", old, err)
+	}
+}
+
+// TestDummyCredentialsOnlyForLoopback: with no credentials configured, an
+// endpoint on this machine (DynamoDB Local) gets static dummy credentials,
+// and any other endpoint (a VPC endpoint, where an instance role signs)
+// keeps the default chain.
+func TestDummyCredentialsOnlyForLoopback(t *testing.T) {
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"} {
+		t.Setenv(v, "")
+	}
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(home, "none"))
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(home, "none"))
+	for endpoint, static := range map[string]bool{
+		"http://127.0.0.1:8000": true,
+		"http://localhost:8000": true,
+		"http://[::1]:8000":     true,
+		"https://vpce-0a1b2c3d.dynamodb.eu-west-1.vpce.amazonaws.com": false,
+		"https://dynamodb.eu-west-1.amazonaws.com":                    false,
+		"http://10.0.0.7:8000":                                        false,
+	} {
+		d, err := New(context.Background(), Options{Table: "t", Region: "eu-west-1", Endpoint: endpoint}, driver.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := aws.IsCredentialsProvider(d.db.Options().Credentials, credentials.StaticCredentialsProvider{})
+		if got != static {
+			t.Errorf("%s: static dummy credentials %v, want %v", endpoint, got, static)
+		}
+		d.Close()
 	}
 }

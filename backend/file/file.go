@@ -98,10 +98,11 @@ const (
 
 // Driver is the bbolt backend. Every method is one bbolt transaction.
 type Driver struct {
-	db    *bolt.DB
-	path  string
-	clock func() time.Time
-	mode  commitMode
+	db     *bolt.DB
+	path   string
+	clock  func() time.Time
+	mode   commitMode
+	borrow bool // the db is the application's: Close leaves it open
 
 	// mu orders sends on reqs against Close closing it.
 	mu     sync.RWMutex
@@ -244,7 +245,37 @@ func open(o options, cfg driver.Config) (*Driver, error) {
 	if err != nil {
 		return nil, openError(o.path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	d, err := fromDB(db, o.mode, cfg)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("file: open %s: %w", o.path, err)
+	}
+	return d, nil
+}
+
+// FromDB builds a driver on a bbolt database the application already has
+// open for writing: botstate keeps its buckets (events, locks, ...) beside
+// the application's own. Close stops the driver's committer and reaper and
+// leaves the database open. Pass the driver to botstate.OpenDriver.
+func FromDB(db *bolt.DB, cfg driver.Config) (*Driver, error) {
+	if db == nil {
+		return nil, fmt.Errorf("file: nil database: %w", driver.ErrInvalidArgument)
+	}
+	if db.IsReadOnly() {
+		return nil, fmt.Errorf("file: the database %s is open read-only: %w", db.Path(), driver.ErrInvalidArgument)
+	}
+	d, err := fromDB(db, commitGroup, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("file: %s: %w", db.Path(), err)
+	}
+	d.borrow = true
+	return d, nil
+}
+
+// fromDB creates the buckets (or upgrades an older file) and starts the
+// committer and the reaper.
+func fromDB(db *bolt.DB, mode commitMode, cfg driver.Config) (*Driver, error) {
+	err := db.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
@@ -267,10 +298,9 @@ func open(o options, cfg driver.Config) (*Driver, error) {
 		return meta.Put([]byte("format"), []byte(strconv.Itoa(formatVersion)))
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("file: open %s: %w: %w", o.path, driver.ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", driver.ErrUnavailable, err)
 	}
-	d := &Driver{db: db, path: o.path, clock: cfg.Clock, mode: o.mode, reqs: make(chan *commitReq, 4*maxGroup), stop: make(chan struct{})}
+	d := &Driver{db: db, path: db.Path(), clock: cfg.Clock, mode: mode, reqs: make(chan *commitReq, 4*maxGroup), stop: make(chan struct{})}
 	if d.clock == nil {
 		d.clock = time.Now
 	}
@@ -339,6 +369,9 @@ func (d *Driver) Close() error {
 	d.mu.Unlock()
 	close(d.stop)
 	d.wg.Wait()
+	if d.borrow {
+		return nil
+	}
 	return d.db.Close()
 }
 

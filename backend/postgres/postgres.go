@@ -48,6 +48,7 @@ type Driver struct {
 	schema string
 	clock  func() time.Time
 	ins    *inserter // new event keys, in groups
+	borrow bool      // the pool is the application's: Close leaves it open
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -140,14 +141,69 @@ func Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Driver, er
 	if err != nil {
 		return nil, mapError(ctx, err)
 	}
-	d := &Driver{pool: pool, schema: c.schema, clock: cfg.Clock, reapDone: make(chan struct{})}
+	d, err := start(ctx, pool, c.schema, !c.migrate, cfg)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// PoolConfig sets what botstate needs in a pool's configuration before the
+// application builds the pool it will give FromPool: its schema as the
+// connections' search_path (every statement names its tables unqualified).
+func PoolConfig(pc *pgxpool.Config, schema string) {
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	pc.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()
+}
+
+// FromPool builds a driver on a pool the application already holds, whose
+// configuration went through PoolConfig with the same schema (FromPool
+// checks the connections' search_path). With migrate it applies the
+// embedded migrations first, as Open does; without, it only checks that
+// the schema is current. Close stops the driver's reaper and leaves the
+// pool open. Pass the driver to botstate.OpenDriver.
+func FromPool(ctx context.Context, pool *pgxpool.Pool, schema string, migrateSchema bool, cfg driver.Config) (*Driver, error) {
+	if pool == nil {
+		return nil, fmt.Errorf("postgres: nil pool: %w", driver.ErrInvalidArgument)
+	}
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	var path string
+	if err := pool.QueryRow(ctx, "SHOW search_path").Scan(&path); err != nil {
+		return nil, mapError(ctx, err)
+	}
+	want := pgx.Identifier{schema}.Sanitize()
+	if path != want && path != schema {
+		return nil, fmt.Errorf("postgres: the pool's search_path is %s, not botstate's schema %s: build the pool from a configuration passed to postgres.PoolConfig: %w",
+			path, want, driver.ErrInvalidArgument)
+	}
+	if migrateSchema {
+		if err := migrate(ctx, pool.Config().ConnConfig, schema); err != nil {
+			return nil, err
+		}
+	}
+	d, err := start(ctx, pool, schema, !migrateSchema, cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.borrow = true
+	return d, nil
+}
+
+// start builds the driver on pool, checks the schema when asked, and
+// starts the reaper.
+func start(ctx context.Context, pool *pgxpool.Pool, schema string, validate bool, cfg driver.Config) (*Driver, error) {
+	d := &Driver{pool: pool, schema: schema, clock: cfg.Clock, reapDone: make(chan struct{})}
 	if d.clock == nil {
 		d.clock = time.Now
 	}
 	d.ins = newInserter(d)
-	if !c.migrate {
+	if validate {
 		if err := d.ValidateSchema(ctx); err != nil {
-			pool.Close()
 			return nil, err
 		}
 	}
@@ -169,7 +225,9 @@ func (d *Driver) Close() error {
 		d.stopReap()
 		<-d.reapDone
 		d.ins.close()
-		d.pool.Close()
+		if !d.borrow {
+			d.pool.Close()
+		}
 	})
 	return nil
 }

@@ -42,6 +42,7 @@ type Driver struct {
 	client  rueidis.Client
 	prefix  string
 	cluster bool
+	borrow  bool // the client is the application's: Close leaves it open
 	closed  atomic.Bool
 	inserts atomic.Uint64
 }
@@ -226,12 +227,34 @@ func New(ctx context.Context, o Options) (*Driver, error) {
 	return d, nil
 }
 
+// FromClient builds a driver on a rueidis client the application already
+// holds (standalone or Cluster, as the client was built), with every key
+// under prefix (DefaultPrefix when empty). Close leaves the client open.
+// Pass the driver to botstate.OpenDriver.
+func FromClient(ctx context.Context, c rueidis.Client, prefix string) (*Driver, error) {
+	if c == nil {
+		return nil, fmt.Errorf("redis: nil client: %w", driver.ErrInvalidArgument)
+	}
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(prefix, "{}") {
+		return nil, fmt.Errorf("redis: prefix %q holds a brace: %w", prefix, driver.ErrInvalidArgument)
+	}
+	d := &Driver{client: c, prefix: prefix, cluster: c.Mode() == rueidis.ClientModeCluster, borrow: true}
+	if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
+		return nil, fmt.Errorf("redis: ping: %w", d.fail(ctx, err))
+	}
+	return d, nil
+}
+
 // Client returns the rueidis client underneath, for tools and tests.
 func (d *Driver) Client() rueidis.Client { return d.client }
 
-// Close closes the connections; later calls return driver.ErrClosed.
+// Close closes the connections (but not a client given to FromClient);
+// later calls return driver.ErrClosed.
 func (d *Driver) Close() error {
-	if d.closed.Swap(true) {
+	if d.closed.Swap(true) || d.borrow {
 		return nil
 	}
 	d.client.Close()

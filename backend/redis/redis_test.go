@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/url"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 
 	"github.com/botstate/botstate"
 	redisbackend "github.com/botstate/botstate/backend/redis"
@@ -127,4 +129,73 @@ func mustHost(t *testing.T, raw string) string {
 		t.Fatal(err)
 	}
 	return u.Host
+}
+
+// TestStoreFromTheApplicationsClient: a store on a rueidis client the
+// application already holds, standalone and Cluster, keeps its keys under
+// the prefix given, and closing the store leaves the client open.
+func TestStoreFromTheApplicationsClient(t *testing.T) {
+	ctx := context.Background()
+	for name, env := range map[string]string{"standalone": "BOTSTATE_REDIS_URL", "cluster": "BOTSTATE_REDIS_CLUSTER_URL"} {
+		t.Run(name, func(t *testing.T) {
+			u, err := url.Parse(statetest.BackendURL(t, env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: strings.Split(u.Host, ","), DisableCache: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			prefix := "app" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
+			drv, err := redisbackend.FromClient(ctx, c, prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := botstate.OpenDriver(drv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 20 { // keys in many slots, on every master
+				k := "e" + strconv.Itoa(i)
+				if cl, err := st.Events().Claim(ctx, k, []byte("p"), time.Minute); err != nil || cl.Status != botstate.Claimed {
+					t.Fatalf("claim %s: %v %v", k, cl.Status, err)
+				}
+				if _, err := st.Locks().Acquire(ctx, k, "me", nil, botstate.LockPolicy{TTL: time.Minute}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if evs, err := st.Events().Pending(ctx, 100); err != nil || len(evs) != 20 {
+				t.Fatalf("pending: %d %v", len(evs), err)
+			}
+			// Export walks every master on a Cluster: all 40 items, from
+			// every slot, only if the driver saw a Cluster client.
+			if n, err := st.Export(ctx, io.Discard); err != nil || n != 40 {
+				t.Fatalf("export: %d items, %v", n, err)
+			}
+			var keys []string
+			for _, node := range c.Nodes() {
+				ks, err := node.Do(ctx, node.B().Keys().Pattern(prefix+"*").Build()).AsStrSlice()
+				if err != nil {
+					t.Fatal(err)
+				}
+				keys = append(keys, ks...)
+			}
+			if len(keys) == 0 {
+				t.Fatalf("no key under the prefix %q", prefix)
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
+				t.Errorf("the client after the store closed: %v", err)
+			}
+			if _, err := redisbackend.FromClient(ctx, c, "bad{prefix"); !errors.Is(err, botstate.ErrInvalidArgument) {
+				t.Errorf("a prefix with a brace: %v", err)
+			}
+		})
+	}
+	if _, err := redisbackend.FromClient(ctx, nil, ""); !errors.Is(err, botstate.ErrInvalidArgument) {
+		t.Errorf("nil client: %v", err)
+	}
 }
