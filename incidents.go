@@ -45,13 +45,29 @@ type MoveMapping interface {
 	MarshalJSON() ([]byte, error)
 }
 
-// Alert is one alert: its channel, unique id, timestamp and JSON body.
-type Alert struct {
-	ChannelID string
-	UniqueID  string
+// Alert is an alert as the alert manager models it: opaque JSON plus the
+// accessors the store keys it by, as Issue is for issues, so an alert
+// manager's own alert type is saved as it is.
+type Alert interface {
+	ChannelID() string
+	UniqueID() string
+	GetTimestamp() time.Time
+	MarshalJSON() ([]byte, error)
+}
+
+// BasicAlert is an Alert for callers without an alert type of their own:
+// its channel, unique id, timestamp and JSON body.
+type BasicAlert struct {
+	Channel   string
+	ID        string
 	Timestamp time.Time
 	Body      json.RawMessage
 }
+
+func (a *BasicAlert) ChannelID() string            { return a.Channel }
+func (a *BasicAlert) UniqueID() string             { return a.ID }
+func (a *BasicAlert) GetTimestamp() time.Time      { return a.Timestamp }
+func (a *BasicAlert) MarshalJSON() ([]byte, error) { return a.Body, nil }
 
 // ChannelProcessingState is when a channel was last processed. Every field is
 // kept exactly, timestamps to the nanosecond.
@@ -98,30 +114,36 @@ func (in *Incidents) Init(ctx context.Context, skipSchemaValidation bool) error 
 	return nil
 }
 
-// SaveAlert creates or replaces the alert (channel, unique id). Saving the
-// same alert twice is fine.
-func (in *Incidents) SaveAlert(ctx context.Context, alert *Alert) error {
+// SaveAlert creates or replaces the alert (channel, unique id), its body
+// what MarshalJSON returns, kept byte for byte. Saving the same alert twice
+// is fine.
+func (in *Incidents) SaveAlert(ctx context.Context, alert Alert) error {
 	const op = "Incidents.SaveAlert"
 	s := in.s
 	if err := s.begin(ctx, op); err != nil {
 		return err
 	}
-	if alert == nil {
+	if isNil(alert) {
 		return invalid(op, "nil alert")
 	}
-	if err := checkKey(op, "channel id", alert.ChannelID); err != nil {
+	channel, id := alert.ChannelID(), alert.UniqueID()
+	if err := checkKey(op, "channel id", channel); err != nil {
 		return err
 	}
-	if err := checkKey(op, "alert unique id", alert.UniqueID); err != nil {
+	if err := checkKey(op, "alert unique id", id); err != nil {
 		return err
 	}
-	if err := s.checkJSON(op, "alert body", alert.Body); err != nil {
+	body, err := alert.MarshalJSON()
+	if err != nil {
+		return invalid(op, "the alert's MarshalJSON failed: %v", err)
+	}
+	if err := s.checkJSON(op, "alert body", body); err != nil {
 		return err
 	}
 	now := s.now()
 	return wrap(op, s.core.drv.SaveAlert(ctx, s.ns, driver.AlertRecord{
-		Channel: alert.ChannelID, UniqueID: alert.UniqueID, Timestamp: alert.Timestamp.UTC(),
-		Body: alert.Body, ExpiresAt: after(now, s.core.cfg.alertRetention),
+		Channel: channel, UniqueID: id, Timestamp: alert.GetTimestamp().UTC(),
+		Body: body, ExpiresAt: after(now, s.core.cfg.alertRetention),
 	}))
 }
 

@@ -3,6 +3,7 @@ package statetest
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -49,11 +50,34 @@ func init() {
 			ctx, in := ctxT(e.t), e.st.Incidents()
 			ok(e.t, in.Init(ctx, false), "init")
 			ok(e.t, in.Init(ctx, true), "init skipping validation")
-			a := &botstate.Alert{ChannelID: "C1", UniqueID: "a1", Timestamp: e.clock.Now(), Body: json.RawMessage(`{"text":"disk full"}`)}
+			a := &botstate.BasicAlert{Channel: "C1", ID: "a1", Timestamp: e.clock.Now(), Body: json.RawMessage(`{"text":"disk full"}`)}
 			ok(e.t, in.SaveAlert(ctx, a), "save alert")
 			ok(e.t, in.SaveAlert(ctx, a), "save the same alert again")
 			isErr(e.t, in.SaveAlert(ctx, nil), botstate.ErrInvalidArgument, "nil alert")
-			isErr(e.t, in.SaveAlert(ctx, &botstate.Alert{ChannelID: "C1", UniqueID: "a2", Body: json.RawMessage(`not json`)}), botstate.ErrInvalidArgument, "alert body not JSON")
+			isErr(e.t, in.SaveAlert(ctx, &botstate.BasicAlert{Channel: "C1", ID: "a2", Body: json.RawMessage(`not json`)}), botstate.ErrInvalidArgument, "alert body not JSON")
+			// An alert manager's own alert type, saved as it is: the body
+			// its MarshalJSON gives, byte for byte.
+			own := &ownAlert{channel: "C1", id: "own1", at: e.clock.Now(), body: `{"z": 1,  "a":[2]}`}
+			ok(e.t, in.SaveAlert(ctx, own), "save an alert of the caller's type")
+			var snap bytes.Buffer
+			_, err := e.st.Export(ctx, &snap)
+			ok(e.t, err, "export")
+			found := false
+			for _, line := range strings.Split(snap.String(), "\n") {
+				var r botstate.Record
+				if json.Unmarshal([]byte(line), &r) == nil && r.Kind == "alert" && r.Key == "own1" {
+					found = true
+					if r.Body != own.body || r.Channel != "C1" || !r.Timestamp.Equal(own.at) {
+						e.t.Errorf("the caller's alert exported as %+v", r)
+					}
+				}
+			}
+			if !found {
+				e.t.Error("the caller's alert is not in the export")
+			}
+			var nilOwn *ownAlert
+			isErr(e.t, in.SaveAlert(ctx, nilOwn), botstate.ErrInvalidArgument, "a nil alert of the caller's type")
+			isErr(e.t, in.SaveAlert(ctx, &ownAlert{channel: "C1", id: "own2", err: errors.New("cannot")}), botstate.ErrInvalidArgument, "an alert whose MarshalJSON fails")
 		}),
 		tc("FindOpenIssueByCorrelationID", func(e *env) {
 			ctx, in := ctxT(e.t), e.st.Incidents()
@@ -232,7 +256,7 @@ func init() {
 			ctx, in := ctxT(e.t), e.st.Incidents()
 			ok(e.t, in.SaveIssues(ctx, &testIssue{channel: "C1", id: "open", corr: "o", post: "p1", open: true},
 				&testIssue{channel: "C1", id: "closed", corr: "c", post: "p2", open: false}), "save")
-			ok(e.t, in.SaveAlert(ctx, &botstate.Alert{ChannelID: "C1", UniqueID: "a", Timestamp: e.clock.Now(), Body: json.RawMessage(`{}`)}), "alert")
+			ok(e.t, in.SaveAlert(ctx, &botstate.BasicAlert{Channel: "C1", ID: "a", Timestamp: e.clock.Now(), Body: json.RawMessage(`{}`)}), "alert")
 			e.clock.Advance(botstate.DefaultAlertRetention - time.Second)
 			truth(e.t, exportHas(e, `"kind":"alert"`), "alert gone inside its retention")
 			e.clock.Advance(time.Second)
@@ -274,7 +298,7 @@ func init() {
 				ok(e.t, x.SaveIssue(ctx, issue("C1", "i", "c", true)), "save")
 				ok(e.t, x.SaveMoveMapping(ctx, &testMapping{channel: "C1", id: "m", corr: "c"}), "mapping")
 				ok(e.t, x.SaveChannelProcessingState(ctx, &botstate.ChannelProcessingState{ChannelID: "C1"}), "state")
-				ok(e.t, x.SaveAlert(ctx, &botstate.Alert{ChannelID: "C1", UniqueID: "a", Body: json.RawMessage(`{}`)}), "alert")
+				ok(e.t, x.SaveAlert(ctx, &botstate.BasicAlert{Channel: "C1", ID: "a", Body: json.RawMessage(`{}`)}), "alert")
 			}
 			ok(e.t, in.DropAllData(ctx), "drop")
 			chs, _ := in.FindActiveChannels(ctx)
@@ -300,3 +324,15 @@ func exportHas(e *env, s string) bool {
 	ok(e.t, err, "export")
 	return strings.Contains(buf.String(), s)
 }
+
+// ownAlert is an alert manager's own alert type.
+type ownAlert struct {
+	channel, id, body string
+	at                time.Time
+	err               error
+}
+
+func (a *ownAlert) ChannelID() string            { return a.channel }
+func (a *ownAlert) UniqueID() string             { return a.id }
+func (a *ownAlert) GetTimestamp() time.Time      { return a.at }
+func (a *ownAlert) MarshalJSON() ([]byte, error) { return []byte(a.body), a.err }

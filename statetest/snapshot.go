@@ -54,7 +54,7 @@ func populate(e *env, st *botstate.Store) {
 	_, _ = l.Acquire(ctx, "lock-skipped", "worker-2", []byte("replaced"), d)
 	_, _ = l.Acquire(ctx, "lock-skipped", "worker-3", []byte("latest"), d)
 	in := st.Incidents()
-	ok(e.t, in.SaveAlert(ctx, &botstate.Alert{ChannelID: "C1", UniqueID: "a1", Timestamp: e.clock.Now(), Body: json.RawMessage(`{"b": 2, "a": 1}`)}), "alert")
+	ok(e.t, in.SaveAlert(ctx, &botstate.BasicAlert{Channel: "C1", ID: "a1", Timestamp: e.clock.Now(), Body: json.RawMessage(`{"b": 2, "a": 1}`)}), "alert")
 	ok(e.t, in.SaveIssues(ctx, &testIssue{channel: "C1", id: "i1", corr: "corr\n#1", post: "1700.1", open: true, body: []byte(`{ "z":1, "a":2 }`)},
 		issue("C2", "i2", "c2", false)), "issues")
 	ok(e.t, in.SaveMoveMapping(ctx, &testMapping{channel: "C0", id: "m1", corr: "corr\n#1"}), "mapping")

@@ -26,7 +26,7 @@ func init() {
 			_, calls["state"] = st.ThreadState().Merge(ctx, "t", map[string]any{}, 0)
 			calls["cache"] = st.Cache().Set(ctx, "k", []byte("v"), 0)
 			_, calls["lock"] = st.Locks().Acquire(ctx, "k", "o", nil, botstate.LockPolicy{TTL: time.Minute})
-			calls["incident"] = st.Incidents().SaveAlert(ctx, &botstate.Alert{ChannelID: "C", UniqueID: "a", Body: json.RawMessage(`{}`)})
+			calls["incident"] = st.Incidents().SaveAlert(ctx, &botstate.BasicAlert{Channel: "C", ID: "a", Body: json.RawMessage(`{}`)})
 			_, calls["export"] = st.Export(ctx, &strings.Builder{})
 			_, calls["import"] = st.Import(ctx, strings.NewReader(""))
 			for name, err := range calls {

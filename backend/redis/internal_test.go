@@ -170,7 +170,7 @@ func TestEveryKeyExpires(t *testing.T) {
 	_, err = st.Locks().Acquire(ctx, "skipped", "o3", []byte("e2"), deb)
 	must(err)
 	_ = l
-	must(st.Incidents().SaveAlert(ctx, &botstate.Alert{ChannelID: "C1", UniqueID: "a", Body: json.RawMessage(`{}`)}))
+	must(st.Incidents().SaveAlert(ctx, &botstate.BasicAlert{Channel: "C1", ID: "a", Body: json.RawMessage(`{}`)}))
 
 	keys := d.keysOf(t, st.Name())
 	if len(keys) < 19 {

@@ -96,8 +96,17 @@ func TestServerRefusalsMatchSentinels(t *testing.T) {
 		t.Errorf("a standalone URL on a Cluster node: %v", moved)
 	}
 
+	// Under a prefix of its own, so that no other test's export of the
+	// shared server meets the keys overwritten below; they go at the end.
 	raw := statetest.BackendURL(t, "BOTSTATE_REDIS_URL")
-	st2, err := botstate.Open(ctx, raw)
+	ru, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := ru.Query()
+	q.Set("prefix", "wrongtype"+strconv.FormatInt(time.Now().UnixNano(), 36)+":")
+	ru.RawQuery = q.Encode()
+	st2, err := botstate.Open(ctx, ru.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +116,12 @@ func TestServerRefusalsMatchSentinels(t *testing.T) {
 		t.Fatal(err)
 	}
 	rdb := goredis.NewClient(&goredis.Options{Addr: mustHost(t, raw)})
-	defer rdb.Close()
+	t.Cleanup(func() { rdb.Close() })
 	keys, err := rdb.Keys(ctx, "*"+ns.Name()+"*").Result()
 	if err != nil || len(keys) == 0 {
 		t.Fatalf("the conversation's keys: %v %v", keys, err)
 	}
+	t.Cleanup(func() { rdb.Del(context.Background(), keys...) })
 	for _, k := range keys {
 		if err := rdb.Set(ctx, k, "not botstate's", 0).Err(); err != nil {
 			t.Fatal(err)
