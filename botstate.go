@@ -15,6 +15,18 @@
 //
 // Every method takes a context, honours its deadline, and returns errors that
 // errors.Is matches against the sentinels of this package.
+//
+// # Types shared with package driver
+//
+// The plain data that passes unchanged between a caller and a backend —
+// Event and EventStatus, Entry, LockState, Strategy and AcquireStatus,
+// Subscription, the snapshot Record — are aliases of package driver's
+// types, on purpose: a backend fills the very value the caller receives,
+// with no copy and no field-by-field conversion on any call, and the two
+// can never drift apart. Their fields are documented in package driver;
+// driver is part of this module and versioned with it. Types that carry
+// behaviour or rules of their own (Claim, Lock, AcquireResult, Conversation,
+// Flow, the Alert and Issue interfaces) are this package's.
 package botstate
 
 import (
