@@ -216,81 +216,85 @@ var lockModel = porcupine.Model{
 func init() {
 	add("Linearizability",
 		// No attempt limit: the model is the claim protocol alone.
-		tco("EventHistoriesAreLinearizable", []botstate.Option{botstate.WithMaxAttempts(0)}, func(e *env) {
-			ctx, ev := ctxT(e.t), e.st.Events()
-			rec := &recorder{start: time.Now()}
-			race(6, func(client int) {
-				rng := rand.New(rand.NewPCG(uint64(client), 7))
-				var stale []botstate.EventToken
-				for j := 0; j < 25; j++ {
-					key := fmt.Sprintf("k%d", rng.IntN(3))
-					out := rec.do(client, evIn{key: key, op: "claim"}, func() any {
-						c, err := ev.Claim(ctx, key, nil, time.Hour)
-						return evOut{status: c.Status, token: c.Token.ID, result: string(c.Result), err: errName(err)}
-					}).(evOut)
-					tok := botstate.EventToken{Key: key, ID: out.token}
-					if out.status != botstate.Claimed {
-						if len(stale) == 0 || rng.IntN(3) > 0 {
-							continue
-						}
-						tok = stale[rng.IntN(len(stale))] // a worker that lost its claim
-					}
-					stale = append(stale, tok)
-					op, result := "release", ""
-					if rng.IntN(4) == 0 {
-						op, result = "complete", fmt.Sprintf("r%d-%d", client, j)
-					}
-					rec.do(client, evIn{key: tok.Key, op: op, token: tok.ID, result: result}, func() any {
-						var err error
-						if op == "complete" {
-							err = ev.Complete(ctx, tok, []byte(result))
-						} else {
-							err = ev.Release(ctx, tok)
-						}
-						return evOut{err: errName(err)}
-					})
-				}
-			})
-			check(e, eventModel, rec.ops)
-		}),
-		tc("LockHistoriesAreLinearizable", func(e *env) {
-			ctx, l := ctxT(e.t), e.st.Locks()
-			p := botstate.LockPolicy{Strategy: botstate.Queue, TTL: time.Hour}
-			rec := &recorder{start: time.Now()}
-			race(5, func(client int) {
-				rng := rand.New(rand.NewPCG(uint64(client), 11))
-				for j := 0; j < 15; j++ {
-					key := fmt.Sprintf("L%d", rng.IntN(2))
-					entry := fmt.Sprintf("e%d.%d", client, j)
-					out := rec.do(client, lkIn{key: key, op: "acquire", entry: entry}, func() any {
-						r, err := l.Acquire(ctx, key, fmt.Sprintf("c%d", client), []byte(entry), p)
-						return lkOut{status: r.Status, token: r.Lock.Token, err: errName(err)}
-					}).(lkOut)
-					if out.status != botstate.Acquired {
-						continue
-					}
-					lk := botstate.Lock{Key: key, Token: out.token}
-					for held := true; held; {
-						if rng.IntN(3) == 0 {
-							rec.do(client, lkIn{key: key, op: "release", token: lk.Token}, func() any {
-								es, err := l.Release(ctx, lk)
-								return lkOut{pending: joinEntries(es), err: errName(err)}
-							})
-							break
-						}
-						o := rec.do(client, lkIn{key: key, op: "handover", token: lk.Token}, func() any {
-							h, err := l.Handover(ctx, lk, time.Hour)
-							o := lkOut{held: h.Held, err: errName(err)}
-							if h.Next != nil {
-								o.next = string(h.Next.Payload)
-							}
-							return o
-						}).(lkOut)
-						held = o.held
-					}
-				}
-			})
-			check(e, lockModel, rec.ops)
-		}),
+		tco("EventHistoriesAreLinearizable", []botstate.Option{botstate.WithMaxAttempts(0)}, testLinearizabilityEventHistoriesAreLinearizable),
+		tc("LockHistoriesAreLinearizable", testLinearizabilityLockHistoriesAreLinearizable),
 	)
+}
+
+func testLinearizabilityEventHistoriesAreLinearizable(e *env) {
+	ctx, ev := ctxT(e.t), e.st.Events()
+	rec := &recorder{start: time.Now()}
+	race(6, func(client int) {
+		rng := rand.New(rand.NewPCG(uint64(client), 7))
+		var stale []botstate.EventToken
+		for j := 0; j < 25; j++ {
+			key := fmt.Sprintf("k%d", rng.IntN(3))
+			out := rec.do(client, evIn{key: key, op: "claim"}, func() any {
+				c, err := ev.Claim(ctx, key, nil, time.Hour)
+				return evOut{status: c.Status, token: c.Token.ID, result: string(c.Result), err: errName(err)}
+			}).(evOut)
+			tok := botstate.EventToken{Key: key, ID: out.token}
+			if out.status != botstate.Claimed {
+				if len(stale) == 0 || rng.IntN(3) > 0 {
+					continue
+				}
+				tok = stale[rng.IntN(len(stale))] // a worker that lost its claim
+			}
+			stale = append(stale, tok)
+			op, result := "release", ""
+			if rng.IntN(4) == 0 {
+				op, result = "complete", fmt.Sprintf("r%d-%d", client, j)
+			}
+			rec.do(client, evIn{key: tok.Key, op: op, token: tok.ID, result: result}, func() any {
+				var err error
+				if op == "complete" {
+					err = ev.Complete(ctx, tok, []byte(result))
+				} else {
+					err = ev.Release(ctx, tok)
+				}
+				return evOut{err: errName(err)}
+			})
+		}
+	})
+	check(e, eventModel, rec.ops)
+}
+
+func testLinearizabilityLockHistoriesAreLinearizable(e *env) {
+	ctx, l := ctxT(e.t), e.st.Locks()
+	p := botstate.LockPolicy{Strategy: botstate.Queue, TTL: time.Hour}
+	rec := &recorder{start: time.Now()}
+	race(5, func(client int) {
+		rng := rand.New(rand.NewPCG(uint64(client), 11))
+		for j := 0; j < 15; j++ {
+			key := fmt.Sprintf("L%d", rng.IntN(2))
+			entry := fmt.Sprintf("e%d.%d", client, j)
+			out := rec.do(client, lkIn{key: key, op: "acquire", entry: entry}, func() any {
+				r, err := l.Acquire(ctx, key, fmt.Sprintf("c%d", client), []byte(entry), p)
+				return lkOut{status: r.Status, token: r.Lock.Token, err: errName(err)}
+			}).(lkOut)
+			if out.status != botstate.Acquired {
+				continue
+			}
+			lk := botstate.Lock{Key: key, Token: out.token}
+			for held := true; held; {
+				if rng.IntN(3) == 0 {
+					rec.do(client, lkIn{key: key, op: "release", token: lk.Token}, func() any {
+						es, err := l.Release(ctx, lk)
+						return lkOut{pending: joinEntries(es), err: errName(err)}
+					})
+					break
+				}
+				o := rec.do(client, lkIn{key: key, op: "handover", token: lk.Token}, func() any {
+					h, err := l.Handover(ctx, lk, time.Hour)
+					o := lkOut{held: h.Held, err: errName(err)}
+					if h.Next != nil {
+						o.next = string(h.Next.Payload)
+					}
+					return o
+				}).(lkOut)
+				held = o.held
+			}
+		}
+	})
+	check(e, lockModel, rec.ops)
 }
