@@ -5,11 +5,11 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -56,31 +56,53 @@ func (s *Store) export(ctx context.Context, op string, w io.Writer, ns string) (
 	if w == nil {
 		return 0, invalid(op, "nil writer")
 	}
-	var recs []Record
+	// Each record is encoded as it comes, in whatever order the backend
+	// walks its state, and sorted by spilling: memory stays bounded
+	// (spillChunk) however large the state.
+	sorter := newSpillSorter()
+	defer sorter.close()
+	var line bytes.Buffer
+	enc := json.NewEncoder(&line)
+	enc.SetEscapeHTML(false)
+	var key []byte
 	err := s.core.drv.Export(ctx, ns, s.now(), func(r *Record) error {
 		c := *r
 		if err := canonicalRecord(&c); err != nil {
 			return err
 		}
-		recs = append(recs, c)
-		return nil
+		line.Reset()
+		if err := enc.Encode(&c); err != nil {
+			return err
+		}
+		key = recordSortKey(key, &c)
+		return sorter.add(key, line.Bytes())
 	})
+	if err == nil {
+		err = sorter.finish()
+	}
 	if err != nil {
 		return 0, wrap(op, err)
 	}
-	slices.SortFunc(recs, compareRecords)
 	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
-	enc.SetEscapeHTML(false)
+	line.Reset()
 	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion}); err != nil {
 		return 0, wrap(op, err)
 	}
-	for i := range recs {
-		if err := enc.Encode(&recs[i]); err != nil {
-			return i, wrap(op, err)
-		}
+	if _, err := bw.Write(line.Bytes()); err != nil {
+		return 0, wrap(op, err)
 	}
-	return len(recs), wrap(op, bw.Flush())
+	n := 0
+	err = sorter.each(func(_, l []byte) error {
+		if _, err := bw.Write(l); err != nil {
+			return err
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		return n, wrap(op, err)
+	}
+	return n, wrap(op, bw.Flush())
 }
 
 var kindOrder = func() map[driver.Kind]int {
@@ -91,6 +113,8 @@ var kindOrder = func() map[driver.Kind]int {
 	return m
 }()
 
+// compareRecords is the order of a snapshot's lines, which recordSortKey
+// encodes as bytes.
 func compareRecords(a, b Record) int {
 	return cmp.Or(
 		cmp.Compare(a.NS, b.NS),
@@ -189,6 +213,12 @@ func (e *SnapshotError) Unwrap() error { return ErrInvalidArgument }
 // matching ErrInvalidArgument) and nothing is imported. Items already
 // expired are skipped; items that exist are replaced. It returns the number
 // of items imported.
+//
+// Memory stays bounded whatever the snapshot's size: the checked records
+// are sorted by spilling to temporary files (which also finds an item given
+// twice), then written in batches of importBatch. A backend that fails
+// midway (unavailable) leaves the batches before written; importing the
+// same snapshot again is safe, since items are replaced.
 func (s *Store) Import(ctx context.Context, r io.Reader) (int, error) {
 	const op = "Store.Import"
 	if err := s.begin(ctx, op); err != nil {
@@ -197,69 +227,158 @@ func (s *Store) Import(ctx context.Context, r io.Reader) (int, error) {
 	if r == nil {
 		return 0, invalid(op, "nil reader")
 	}
-	recs, err := s.readSnapshot(r)
-	if err != nil {
+	sorter := newSpillSorter()
+	defer sorter.close()
+	if err := s.readSnapshot(r, sorter); err != nil {
 		return 0, &Error{Op: op, Err: err}
 	}
-	if len(recs) == 0 {
-		return 0, nil
+	if err := checkDuplicates(sorter); err != nil {
+		return 0, &Error{Op: op, Err: err}
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, &Error{Op: op, Err: err}
 	}
-	return len(recs), wrap(op, s.core.drv.Import(ctx, recs))
+	n := 0
+	batch := make([]Record, 0, importBatch)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := s.core.drv.Import(ctx, batch); err != nil {
+			return err
+		}
+		n += len(batch)
+		clear(batch)
+		batch = batch[:0]
+		return nil
+	}
+	err := sorter.each(func(_, item []byte) error {
+		_, live, rec, err := decodeSpilled(item)
+		if err != nil || !live {
+			return err
+		}
+		batch = append(batch, rec)
+		if len(batch) == importBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	return n, wrap(op, err)
 }
 
-func (s *Store) readSnapshot(r io.Reader) ([]Record, error) {
+// importBatch is how many records Import hands the backend at once.
+const importBatch = 1000
+
+// A spilled import item is the snapshot line number (uvarint), a byte
+// saying whether the item is still live (1) or already expired (0), and
+// the checked record as JSON.
+func encodeSpilled(buf []byte, line int, live bool, rec *Record) ([]byte, error) {
+	buf = binary.AppendUvarint(buf[:0], uint64(line))
+	if live {
+		buf = append(buf, 1)
+	} else {
+		buf = append(buf, 0)
+	}
+	b, err := json.Marshal(rec)
+	return append(buf, b...), err
+}
+
+func decodeSpilled(b []byte) (line int, live bool, rec Record, err error) {
+	l, n := binary.Uvarint(b)
+	if n <= 0 || len(b) <= n {
+		return 0, false, rec, errors.New("a corrupt spilled record")
+	}
+	line, live = int(l), b[n] == 1
+	err = json.Unmarshal(b[n+1:], &rec)
+	return line, live, rec, err
+}
+
+// checkDuplicates refuses a snapshot that gives an item twice, naming the
+// line where an item first comes again and the line it first came on, as
+// a reader going through the snapshot in order would.
+func checkDuplicates(sorter *spillSorter) error {
+	var prevKey []byte
+	var prevLine int
+	var prevKind driver.Kind
+	var worst *SnapshotError
+	err := sorter.each(func(key, item []byte) error {
+		line, _, rec, err := decodeSpilled(item)
+		if err != nil {
+			return err
+		}
+		if prevKey != nil && bytes.Equal(key, prevKey) {
+			// Same item as the group's first line; keep the earliest
+			// second occurrence over all groups.
+			if worst == nil || line < worst.Line {
+				worst = &SnapshotError{Line: line, Msg: fmt.Sprintf("same %s as line %d", prevKind, prevLine)}
+			}
+			return nil
+		}
+		prevKey, prevLine, prevKind = append(prevKey[:0], key...), line, rec.Kind
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if worst != nil {
+		return worst
+	}
+	return nil
+}
+
+// readSnapshot checks every line of r and adds the records to sorter.
+func (s *Store) readSnapshot(r io.Reader, sorter *spillSorter) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxSnapshotLine)
 	line := 0
 	now := s.now()
-	var recs []Record
-	seen := map[string]int{}
+	var key, item []byte
 	for sc.Scan() {
 		line++
 		b := sc.Bytes()
 		if line == 1 {
 			var h snapshotHeader
 			if err := strictDecode(b, &h); err != nil || h.Format != snapshotFormat {
-				return nil, &SnapshotError{Line: 1, Msg: fmt.Sprintf("not a botstate snapshot header (want {\"format\":%q,\"version\":%d})", snapshotFormat, SnapshotVersion)}
+				return &SnapshotError{Line: 1, Msg: fmt.Sprintf("not a botstate snapshot header (want {\"format\":%q,\"version\":%d})", snapshotFormat, SnapshotVersion)}
 			}
 			if h.Version != SnapshotVersion {
-				return nil, &SnapshotError{Line: 1, Msg: fmt.Sprintf("snapshot version %d, this build reads %d", h.Version, SnapshotVersion)}
+				return &SnapshotError{Line: 1, Msg: fmt.Sprintf("snapshot version %d, this build reads %d", h.Version, SnapshotVersion)}
 			}
 			continue
 		}
 		if len(bytes.TrimSpace(b)) == 0 {
-			return nil, &SnapshotError{Line: line, Msg: "empty line"}
+			return &SnapshotError{Line: line, Msg: "empty line"}
 		}
 		var rec Record
 		if err := strictDecode(b, &rec); err != nil {
-			return nil, &SnapshotError{Line: line, Msg: err.Error()}
+			return &SnapshotError{Line: line, Msg: err.Error()}
 		}
 		if err := s.checkRecord(&rec); err != nil {
-			return nil, &SnapshotError{Line: line, Msg: err.Error()}
+			return &SnapshotError{Line: line, Msg: err.Error()}
 		}
-		id := recordIdentity(&rec)
-		if prev, dup := seen[id]; dup {
-			return nil, &SnapshotError{Line: line, Msg: fmt.Sprintf("same %s as line %d", rec.Kind, prev)}
+		live := rec.ExpiresAt.IsZero() || rec.ExpiresAt.After(now)
+		var err error
+		if item, err = encodeSpilled(item, line, live, &rec); err != nil {
+			return err
 		}
-		seen[id] = line
-		if !rec.ExpiresAt.IsZero() && !rec.ExpiresAt.After(now) {
-			continue
+		key = recordSortKey(key, &rec)
+		if err := sorter.add(key, item); err != nil {
+			return err
 		}
-		recs = append(recs, rec)
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, &SnapshotError{Line: line + 1, Msg: fmt.Sprintf("line over %d bytes", maxSnapshotLine)}
+			return &SnapshotError{Line: line + 1, Msg: fmt.Sprintf("line over %d bytes", maxSnapshotLine)}
 		}
-		return nil, err
+		return err
 	}
 	if line == 0 {
-		return nil, &SnapshotError{Line: 1, Msg: "empty snapshot: no header"}
+		return &SnapshotError{Line: 1, Msg: "empty snapshot: no header"}
 	}
-	return recs, nil
+	return sorter.finish()
 }
 
 func strictDecode(b []byte, v any) error {
@@ -272,10 +391,6 @@ func strictDecode(b []byte, v any) error {
 		return errors.New("more than one JSON value on the line")
 	}
 	return nil
-}
-
-func recordIdentity(r *Record) string {
-	return fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%s", r.NS, r.Kind, r.Channel, r.Key, r.CorrelationID)
 }
 
 // checkRecord applies to a snapshot record the same rules the API applies to

@@ -5,6 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"runtime"
+	"runtime/metrics"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,4 +111,114 @@ func fillListings(ctx context.Context, ns *botstate.Store, n int) error {
 		}
 	}
 	return flush()
+}
+
+// BenchmarkSnapshotMemory exports n items (cache values, loaded with
+// Import) to io.Discard, then migrates them (an export piped into dst's
+// Import), and reports for each the peak of the live Go heap above what it
+// was before (peak-live-MiB, sampled every 10 ms) and the time. A
+// snapshot streams, so the peak stays flat whatever n is; a backend that
+// keeps its state in the heap (mem) holds the items themselves besides.
+func BenchmarkSnapshotMemory(b *testing.B, src, dst *botstate.Store, n int) {
+	ctx := context.Background()
+	ns := src.Namespace(fmt.Sprintf("snapmem-%d-%d", n, time.Now().UnixNano()))
+	if err := fillCache(ctx, ns, n); err != nil {
+		b.Fatal(err)
+	}
+	b.Run(fmt.Sprintf("items=%d/export", n), func(b *testing.B) {
+		for b.Loop() {
+			peak := peakHeap(func() {
+				got, err := ns.Export(ctx, io.Discard)
+				if err != nil || got != n {
+					b.Fatalf("export: %d items, %v", got, err)
+				}
+			})
+			b.ReportMetric(peak, "peak-live-MiB")
+		}
+	})
+	b.Run(fmt.Sprintf("items=%d/migrate", n), func(b *testing.B) {
+		for b.Loop() {
+			peak := peakHeap(func() {
+				pr, pw := io.Pipe()
+				go func() {
+					_, err := ns.Export(ctx, pw)
+					pw.CloseWithError(err)
+				}()
+				got, err := dst.Import(ctx, pr)
+				pr.CloseWithError(err)
+				if err != nil || got != n {
+					b.Fatalf("migrate: %d items, %v", got, err)
+				}
+			})
+			b.ReportMetric(peak, "peak-live-MiB")
+		}
+	})
+}
+
+// peakHeap runs fn and returns the highest live heap (as of each garbage
+// collection, runtime/metrics' /gc/heap/live:bytes) while it ran, above
+// the live heap before it, in MiB: what fn holds, not the garbage it
+// leaves for the collector, whose amount depends on GOGC and on the heap
+// around it.
+func peakHeap(fn func()) float64 {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	live := func() uint64 {
+		metrics.Read(sample)
+		return sample[0].Value.Uint64()
+	}
+	runtime.GC()
+	base := live()
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := live(); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	fn()
+	runtime.GC() // what fn held at its end counts too
+	if v := live(); v > peak.Load() {
+		peak.Store(v)
+	}
+	close(done)
+	<-stopped
+	p := peak.Load()
+	if p < base {
+		return 0
+	}
+	return float64(p-base) / (1 << 20)
+}
+
+// fillCache imports n cache values into ns, kept for a day.
+func fillCache(ctx context.Context, ns *botstate.Store, n int) error {
+	exp := time.Now().UTC().Add(24 * time.Hour)
+	var buf bytes.Buffer
+	const header = `{"format":"botstate-snapshot","version":1}` + "\n"
+	enc := json.NewEncoder(&buf)
+	for i := 0; i < n; {
+		buf.Reset()
+		buf.WriteString(header)
+		for j := 0; j < 50_000 && i < n; j, i = j+1, i+1 {
+			r := botstate.Record{Kind: driver.KindCacheValue, NS: ns.Name(), Key: fmt.Sprintf("item-%08d", i),
+				Payload: []byte("a cached value of some sixty bytes, as a bot would keep it"), ExpiresAt: exp}
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		if _, err := ns.Import(ctx, &buf); err != nil {
+			return err
+		}
+	}
+	return nil
 }

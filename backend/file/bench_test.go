@@ -164,3 +164,17 @@ func BenchmarkListings(b *testing.B) {
 	defer st.Close()
 	statetest.BenchmarkListings(b, st)
 }
+
+// BenchmarkSnapshotMemory: export and migrate of a million items, peak heap
+// (statetest.BenchmarkSnapshotMemory), file to file, fsync off.
+func BenchmarkSnapshotMemory(b *testing.B) {
+	open := func(name string) *botstate.Store {
+		st, err := botstate.Open(context.Background(), "file://"+filepath.Join(b.TempDir(), name)+"?nosync=1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		return st
+	}
+	statetest.BenchmarkSnapshotMemory(b, open("src.db"), open("dst.db"), 1_000_000)
+}

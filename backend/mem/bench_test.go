@@ -166,3 +166,17 @@ func BenchmarkListings(b *testing.B) {
 	defer st.Close()
 	statetest.BenchmarkListings(b, st)
 }
+
+// BenchmarkSnapshotMemory: export and migrate of a million items, peak heap
+// above the items themselves (statetest.BenchmarkSnapshotMemory).
+func BenchmarkSnapshotMemory(b *testing.B) {
+	open := func() *botstate.Store {
+		st, err := botstate.Open(context.Background(), "mem://")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		return st
+	}
+	statetest.BenchmarkSnapshotMemory(b, open(), open(), 1_000_000)
+}
