@@ -3,6 +3,7 @@ package botstate_test
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +25,7 @@ func TestErrorContract(t *testing.T) {
 	}
 	defer st.Close()
 	ev := st.Events()
+	var nilCtx context.Context
 	c, err := ev.Claim(ctx, "e1", []byte("p"), time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -41,6 +43,20 @@ func TestErrorContract(t *testing.T) {
 		"Export to a nil writer":    func() error { _, err := st.Export(ctx, nil); return err },
 		"ExportAll to a nil writer": func() error { _, err := st.ExportAll(ctx, nil); return err },
 		"Import from a nil reader":  func() error { _, err := st.Import(ctx, nil); return err },
+		"Claim with a nil context": func() error {
+			_, err := ev.Claim(nilCtx, "e2", nil, time.Minute)
+			return err
+		},
+		"Export with a nil context": func() error { _, err := st.Export(nilCtx, io.Discard); return err },
+		"Acquire with a nil context": func() error {
+			_, err := st.Locks().Acquire(nilCtx, "l", "me", nil, botstate.LockPolicy{TTL: time.Minute})
+			return err
+		},
+		"Heartbeat with a nil context": func() error {
+			_, hb := st.Locks().Heartbeat(nilCtx, botstate.Lock{}, time.Minute)
+			_, err := hb.Stop()
+			return err
+		},
 	} {
 		if err := fn(); !errors.Is(err, botstate.ErrInvalidArgument) {
 			t.Errorf("%s: %v", name, err)
