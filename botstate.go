@@ -85,14 +85,8 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 	if ctx == nil {
 		return nil, invalid(op, "nil context")
 	}
-	cfg := defaultConfig()
-	for _, o := range opts {
-		if o == nil {
-			return nil, invalid(op, "nil option")
-		}
-		o(&cfg)
-	}
-	if err := cfg.validate(); err != nil {
+	cfg, err := buildConfig(op, opts)
+	if err != nil {
 		return nil, err
 	}
 	u, err := url.Parse(rawURL)
@@ -128,17 +122,23 @@ func OpenDriver(drv driver.Driver, opts ...Option) (*Store, error) {
 	if drv == nil {
 		return nil, invalid(op, "nil driver")
 	}
-	cfg := defaultConfig()
-	for _, o := range opts {
-		if o == nil {
-			return nil, invalid(op, "nil option")
-		}
-		o(&cfg)
-	}
-	if err := cfg.validate(); err != nil {
+	cfg, err := buildConfig(op, opts)
+	if err != nil {
 		return nil, err
 	}
 	return newStore(drv, cfg), nil
+}
+
+// buildConfig applies opts to the defaults and checks the result.
+func buildConfig(op string, opts []Option) (config, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			return cfg, invalid(op, "nil option")
+		}
+		o(&cfg)
+	}
+	return cfg, cfg.validate()
 }
 
 func newStore(drv driver.Driver, cfg config) *Store {
