@@ -176,3 +176,16 @@ func BenchmarkListings(b *testing.B) {
 	defer st.Close()
 	statetest.BenchmarkListings(b, st, 0, 100_000)
 }
+
+// BenchmarkSnapshotMemory: export and migrate (to a namespace view of the
+// same table) of a hundred thousand items, peak live heap
+// (statetest.BenchmarkSnapshotMemory; a million takes DynamoDB Local on
+// this machine about ten minutes to load).
+func BenchmarkSnapshotMemory(b *testing.B) {
+	st, err := botstate.Open(context.Background(), benchURL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	statetest.BenchmarkSnapshotMemory(b, st, st, 100_000)
+}

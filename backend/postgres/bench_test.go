@@ -311,3 +311,18 @@ func BenchmarkListings(b *testing.B) {
 	defer st.Close()
 	statetest.BenchmarkListings(b, st)
 }
+
+// BenchmarkSnapshotMemory: export and migrate (to a second schema) of a
+// million items, peak live heap (statetest.BenchmarkSnapshotMemory).
+func BenchmarkSnapshotMemory(b *testing.B) {
+	rawURL := statetest.BackendURL(b, "BOTSTATE_POSTGRES_URL")
+	open := func(schema string) *botstate.Store {
+		st, err := botstate.Open(context.Background(), rawURL+"&schema="+schema, botstate.WithSweepInterval(time.Hour))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		return st
+	}
+	statetest.BenchmarkSnapshotMemory(b, open(benchSchema), open(benchSchema+"_copy"), 1_000_000)
+}

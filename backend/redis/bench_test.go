@@ -273,3 +273,25 @@ func BenchmarkListings(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSnapshotMemory: export and migrate (to another key prefix) of a
+// million items, peak live heap (statetest.BenchmarkSnapshotMemory).
+func BenchmarkSnapshotMemory(b *testing.B) {
+	raw := statetest.BackendURL(b, "BOTSTATE_REDIS_URL")
+	open := func(prefix string) *botstate.Store {
+		u, err := url.Parse(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("prefix", prefix)
+		u.RawQuery = q.Encode()
+		st, err := botstate.Open(context.Background(), u.String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		return st
+	}
+	statetest.BenchmarkSnapshotMemory(b, open("snapsrc:"), open("snapdst:"), 1_000_000)
+}
