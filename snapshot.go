@@ -305,10 +305,11 @@ func checkDuplicates(sorter *spillSorter) error {
 	var prevKind driver.Kind
 	var worst *SnapshotError
 	err := sorter.each(func(key, item []byte) error {
-		line, _, rec, err := decodeSpilled(item)
-		if err != nil {
-			return err
+		l, n := binary.Uvarint(item) // the line number alone: no JSON to decode
+		if n <= 0 {
+			return errors.New("a corrupt spilled record")
 		}
+		line := int(l)
 		if prevKey != nil && bytes.Equal(key, prevKey) {
 			// Same item as the group's first line; keep the earliest
 			// second occurrence over all groups.
@@ -317,7 +318,7 @@ func checkDuplicates(sorter *spillSorter) error {
 			}
 			return nil
 		}
-		prevKey, prevLine, prevKind = append(prevKey[:0], key...), line, rec.Kind
+		prevKey, prevLine, prevKind = append(prevKey[:0], key...), line, sortKeyKind(key)
 		return nil
 	})
 	if err != nil {

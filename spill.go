@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"slices"
+
+	"github.com/botstate/botstate/driver"
 )
 
 // spillSorter sorts snapshot lines by a byte key with bounded memory: it
@@ -223,4 +225,22 @@ func recordSortKey(buf []byte, r *Record) []byte {
 	str(r.Key)
 	str(r.CorrelationID)
 	return buf
+}
+
+// sortKeyKind returns the kind a recordSortKey holds.
+func sortKeyKind(key []byte) driver.Kind {
+	// The namespace ends at the first 0, 0 pair (a 0 inside is 0, 1).
+	for i := 0; i+3 < len(key); i++ {
+		if key[i] == 0 {
+			if key[i+1] == 0 {
+				rank := int(binary.BigEndian.Uint16(key[i+2:]))
+				if rank < len(driver.Kinds) {
+					return driver.Kinds[rank]
+				}
+				return ""
+			}
+			i++ // an escaped 0
+		}
+	}
+	return ""
 }

@@ -3,6 +3,7 @@ package botstate
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -79,6 +80,9 @@ func TestRecordSortKeyOrdersAsCompareRecords(t *testing.T) {
 	for i := range 20000 {
 		a, b := &recs[rng.IntN(len(recs))], &recs[rng.IntN(len(recs))]
 		ka, kb = recordSortKey(ka, a), recordSortKey(kb, b)
+		if k := sortKeyKind(ka); k != a.Kind {
+			t.Fatalf("the kind of %+v's key reads %q", a, k)
+		}
 		if got, want := bytes.Compare(ka, kb), compareRecords(*a, *b); got != want {
 			t.Fatalf("pair %d: %+v vs %+v: keys compare %d, records %d", i, a, b, got, want)
 		}
@@ -138,7 +142,12 @@ func TestSnapshotsSpillingMatchInMemory(t *testing.T) {
 	dup := append(append([]string{}, body...), body[10], body[3])
 	_, err = dst.Import(ctx, strings.NewReader(lines[0]+"\n"+strings.Join(dup, "\n")+"\n"))
 	var se *SnapshotError
-	if !errors.As(err, &se) || se.Line != len(body)+2 || !strings.Contains(se.Msg, fmt.Sprintf("as line %d", 12)) {
+	var rec Record
+	if err := json.Unmarshal([]byte(body[10]), &rec); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("same %s as line %d", rec.Kind, 12)
+	if !errors.As(err, &se) || se.Line != len(body)+2 || se.Msg != want {
 		t.Fatalf("a duplicate: %v", err)
 	}
 }
