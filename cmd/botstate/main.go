@@ -6,6 +6,7 @@
 //	botstate import  [-url URL] [-i FILE]
 //	botstate migrate -from URL -to URL [-ns NS]
 //	botstate inspect [-url URL] [-ns NS | -all]
+//	botstate bench   [-c N] [-d DURATION] [-ops LIST] [-json] URL
 //
 // Without -url it works on the embedded file ./botstate.db, the state a
 // single-machine bot keeps.
@@ -45,6 +46,7 @@ usage:
   botstate import  [-url URL] [-i FILE]                    load a snapshot (stdin by default)
   botstate migrate -from URL -to URL [-ns NS]              copy every namespace (or NS) between backends
   botstate inspect [-url URL] [-ns NS | -all]              count items by kind
+  botstate bench   [-c N] [-d DURATION] [-json] URL        throughput and latency per operation
 
 URL defaults to ` + "file:botstate.db" + ` (the embedded file in this directory). Backends:
 mem://, file:///path/state.db, redis://, rediss://, redis+cluster://h1:p1,h2:p2,
@@ -135,6 +137,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return err
 		}
 		return inspect(ctx, *url, *ns, *all, stdout)
+	case "bench":
+		fs := newFlags(cmd, benchUsage)
+		c, err := parseBench(fs, args, stdout, stderr)
+		if err != nil || fs.help {
+			return err
+		}
+		return bench(ctx, c, stdout, stderr)
 	}
 	return fmt.Errorf("%w: unknown command %q (see botstate help)", errUsage, cmd)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -144,7 +145,7 @@ func TestDefaultURLIsTheEmbeddedFile(t *testing.T) {
 // TestEachSubcommandHasItsOwnFlags: -h prints the subcommand's usage and
 // succeeds; a flag another subcommand has, or none has, is a usage error.
 func TestEachSubcommandHasItsOwnFlags(t *testing.T) {
-	for _, cmd := range []string{"serve", "export", "import", "migrate", "inspect"} {
+	for _, cmd := range []string{"serve", "export", "import", "migrate", "inspect", "bench"} {
 		out, _, err := botCLI(t, "", cmd, "-h")
 		if err != nil || !strings.Contains(out, "usage: botstate "+cmd) || !strings.Contains(out, "-") {
 			t.Errorf("%s -h: %v, output %q", cmd, err, out)
@@ -203,5 +204,55 @@ func TestReadingAMissingFileCreatesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "botstate.db")); !errors.Is(err, os.ErrNotExist) {
 		t.Error("inspect created ./botstate.db")
+	}
+}
+
+// TestBenchMeasuresEveryOperation runs bench briefly on mem and reads both
+// of its outputs.
+func TestBenchMeasuresEveryOperation(t *testing.T) {
+	out, _, err := botCLI(t, "", "bench", "-d", "150ms", "-c", "3", "-json", "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []benchResult
+	if err := json.Unmarshal([]byte(out), &rs); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	if len(rs) != len(benchOps) {
+		t.Fatalf("%d results, want %d", len(rs), len(benchOps))
+	}
+	for i, r := range rs {
+		if r.Op != benchOps[i] || r.Calls == 0 || r.Errors != 0 || r.OpsPerSec <= 0 ||
+			r.P50us < 1 || r.P50us > r.P90us || r.P90us > r.P99us || r.P99us > r.MaxUs {
+			t.Errorf("result %+v", r)
+		}
+	}
+	table, _, err := botCLI(t, "", "bench", "-d", "50ms", "-c", "1", "-ops", "claim,append", "-url", "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "p99") || !strings.Contains(lines[1], "claim") || !strings.Contains(lines[2], "append") {
+		t.Errorf("table:\n%s", table)
+	}
+}
+
+func TestBenchRefusesBadInput(t *testing.T) {
+	for name, args := range map[string][]string{
+		"no URL":         {"bench"},
+		"no workers":     {"bench", "-c", "0", "mem://"},
+		"no time":        {"bench", "-d", "0s", "mem://"},
+		"unknown op":     {"bench", "-ops", "claim,frob", "mem://"},
+		"URL twice":      {"bench", "-url", "mem://", "mem://"},
+		"two arguments":  {"bench", "mem://", "mem://"},
+		"bad namespace":  {"bench", "-ns", "a b", "mem://"},
+		"flag after URL": {"bench", "mem://", "-c", "2"},
+	} {
+		if _, _, err := botCLI(t, "", args...); !errors.Is(err, errUsage) {
+			t.Errorf("%s: got %v, want a usage error", name, err)
+		}
+	}
+	if _, _, err := botCLI(t, "", "bench", "-d", "10ms", "nosuch://x"); !errors.Is(err, botstate.ErrInvalidArgument) {
+		t.Errorf("an unknown scheme: %v", err)
 	}
 }
