@@ -244,15 +244,13 @@ func export(ctx context.Context, url, ns string, all bool, out string, stdout, s
 	if err != nil {
 		return err
 	}
-	n, err := exportTo(ctx, st, ns, all, w)
+	prog := newProgress(stderr, "exported", 0)
+	n, err := exportTo(ctx, st, ns, all, prog.writer(w))
 	if cerr := closeOut(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "exported %d items from %s\n", n, url)
-	return nil
+	prog.finish(n, "from "+url, err)
+	return err
 }
 
 func output(path string, stdout io.Writer) (io.Writer, func() error, error) {
@@ -275,12 +273,16 @@ func output(path string, stdout io.Writer) (io.Writer, func() error, error) {
 
 func importSnapshot(ctx context.Context, url, in string, stdin io.Reader, stderr io.Writer) error {
 	r := stdin
+	var size int64
 	if in != "-" {
 		f, err := os.Open(in)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
+		if fi, err := f.Stat(); err == nil {
+			size = fi.Size()
+		}
 		r = f
 	}
 	st, err := open(ctx, url)
@@ -288,12 +290,12 @@ func importSnapshot(ctx context.Context, url, in string, stdin io.Reader, stderr
 		return err
 	}
 	defer st.Close()
-	n, err := st.Import(ctx, r)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "imported %d items into %s\n", n, url)
-	return nil
+	// The progress counts the lines read and checked; the writes follow
+	// once every line passed.
+	prog := newProgress(stderr, "imported", size)
+	n, err := st.Import(ctx, prog.reader(r))
+	prog.finish(n, "into "+url, err)
+	return err
 }
 
 // migrate streams a snapshot of the source into the target: every
@@ -313,22 +315,24 @@ func migrate(ctx context.Context, from, to, ns string, all bool, stderr io.Write
 	pr, pw := io.Pipe()
 	exported := make(chan error, 1)
 	var n int
+	fmt.Fprintf(stderr, "migrating from %s to %s ...\n", from, to)
+	prog := newProgress(stderr, "migrated", 0)
 	go func() {
 		var err error
-		n, err = exportTo(ctx, src, ns, all, pw)
+		n, err = exportTo(ctx, src, ns, all, prog.writer(pw))
 		pw.CloseWithError(err)
 		exported <- err
 	}()
-	fmt.Fprintf(stderr, "migrating from %s to %s ...\n", from, to)
 	imported, err := dst.Import(ctx, pr)
 	pr.CloseWithError(err)
-	if xerr := <-exported; xerr != nil {
+	xerr := <-exported
+	prog.finish(imported, fmt.Sprintf("(%d exported, %d already expired)", n, n-imported), errors.Join(xerr, err))
+	if xerr != nil {
 		return fmt.Errorf("export from %s: %w", from, xerr)
 	}
 	if err != nil {
 		return fmt.Errorf("import into %s: %w", to, err)
 	}
-	fmt.Fprintf(stderr, "migrated %d items (%d exported, %d already expired)\n", imported, n, n-imported)
 	return nil
 }
 

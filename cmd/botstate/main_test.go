@@ -256,3 +256,46 @@ func TestBenchRefusesBadInput(t *testing.T) {
 		t.Errorf("an unknown scheme: %v", err)
 	}
 }
+
+// TestProgressReportsAsItGoes: off a terminal, export and import print a
+// plain progress line every progressEvery and a summary with the count
+// and rate at the end; on a terminal the line carries a bar when the size
+// is known.
+func TestProgressReportsAsItGoes(t *testing.T) {
+	defer func(d time.Duration) { progressEvery = d }(progressEvery)
+	progressEvery = time.Millisecond
+	url := fileURL(t, "big.db")
+	var snap strings.Builder
+	snap.WriteString(`{"format":"botstate-snapshot","version":1}` + "\n")
+	for i := range 20000 {
+		fmt.Fprintf(&snap, `{"kind":"cache_value","ns":"default","key":"k%05d","payload":"dg=="}`+"\n", i)
+	}
+	_, msg, err := botCLI(t, snap.String(), "import", "-url", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(msg, "imported 20000 items into "+url) || !strings.Contains(msg, "items/s") {
+		t.Errorf("import summary: %q", msg)
+	}
+	out, msg, err := botCLI(t, "", "export", "-url", url)
+	if err != nil || strings.Count(out, "\n") != 20001 {
+		t.Fatalf("export: %v, %d lines", err, strings.Count(out, "\n"))
+	}
+	lines := strings.Split(strings.TrimSpace(msg), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "exported 20000 items from "+url) {
+		t.Errorf("export summary: %q", last)
+	}
+	if len(lines) < 2 || !strings.HasPrefix(lines[0], "exporting ") || strings.Contains(msg, "\r") {
+		t.Errorf("no plain progress line before the summary:\n%s", msg)
+	}
+	p := &progress{tty: true, verb: "imported", total: 1000, start: time.Now().Add(-time.Second)}
+	p.lines.Store(501)
+	p.bytes.Store(500)
+	if l := p.line(); !strings.HasPrefix(l, "[===============               ] importing 500 items") || !strings.HasSuffix(l, "(50%)") {
+		t.Errorf("terminal line %q", l)
+	}
+	if thousands(1234567) != "1,234,567" || thousands(12) != "12" {
+		t.Error("thousands")
+	}
+}
