@@ -341,6 +341,7 @@ type Dispatcher struct {
 	// shutdown is set when Close stops waiting: workers cancel themselves.
 	shutdown atomic.Bool
 	workers  sync.WaitGroup
+	startMu  sync.RWMutex // orders workers.Add against Close's Wait
 	// interruptible holds, by lock key, the workers of Interrupt policies.
 	interruptible sync.Map // string -> *sync.Map of *worker
 	// inflight holds the running handlers, for the renewal loop and for
@@ -649,12 +650,18 @@ func (d *Dispatcher) observe(o Observation) {
 // startWorker runs a worker for a lock this process holds; false when the
 // dispatcher is closing (the lock is then abandoned for another process).
 func (d *Dispatcher) startWorker(r *route, pol Policy, key, scope string, lk botstate.Lock, first item, skipped []botstate.Entry) bool {
-	d.workers.Add(1) // before the check, so that Close waits for it
+	// Under startMu (shared): Close sets closing holding it exclusively,
+	// so every Add made before that happens before Close's Wait, and none
+	// comes after (a WaitGroup must not grow from zero while it is waited
+	// on).
+	d.startMu.RLock()
 	if d.closing.Load() {
-		d.workers.Done()
+		d.startMu.RUnlock()
 		d.background(func(ctx context.Context) error { return d.lk.Abandon(ctx, lk) })
 		return false
 	}
+	d.workers.Add(1)
+	d.startMu.RUnlock()
 	w := &worker{d: d, r: r, pol: pol, key: key, scope: scope, lock: lk}
 	if pol.Interrupt {
 		set, _ := d.interruptible.LoadOrStore(key, &sync.Map{})
@@ -738,7 +745,11 @@ func (d *Dispatcher) isClosing() bool { return d.closing.Load() }
 func (d *Dispatcher) Close(ctx context.Context) error {
 	d.mu.Lock()
 	if !d.closing.Load() {
+		// Exclusively: a worker being started now either finishes its
+		// Add first or sees closing (see startWorker).
+		d.startMu.Lock()
 		d.closing.Store(true)
+		d.startMu.Unlock()
 		close(d.stopRecover)
 	}
 	d.mu.Unlock()

@@ -505,7 +505,7 @@ func (r *e2e) stop() {
 		select {
 		case <-p.exited:
 			if p.waitErr != nil {
-				r.t.Errorf("bot%d exited: %v", p.idx, p.waitErr)
+				r.t.Errorf("bot%d exited: %v; the end of its log:\n%s", p.idx, p.waitErr, logTail(p.logPath, 80))
 			}
 		case <-time.After(30 * time.Second):
 			r.t.Errorf("bot%d did not exit on SIGTERM", p.idx)
@@ -874,4 +874,14 @@ func TestChecksCatchBrokenBots(t *testing.T) {
 			t.Logf("%d violations in all", len(bad))
 		})
 	}
+}
+
+// logTail returns the last n lines of the file at path.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
