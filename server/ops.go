@@ -149,6 +149,26 @@ func events(evs []driver.Event, ns string) wire.ItemsResp {
 	return out
 }
 
+// convWrite is a conversation write of key, its times checked.
+func convWrite(c *call, k *check, key string, now, expiresAt time.Time) driver.ConversationWrite {
+	return driver.ConversationWrite{Key: key, Now: c.at(k.when("now", now)), ExpiresAt: k.when("expires_at", expiresAt)}
+}
+
+// convData is set-data and merge-data: a checked object given to write
+// (SetConversationData or MergeConversationData).
+func convData(write func(ctx context.Context, ns string, w driver.ConversationWrite, data []byte) (driver.Conversation, error)) handler {
+	return op(func(ctx context.Context, c *call, k *check, r *wire.SetDataReq) (any, error) {
+		k.key("conversation key", r.Key)
+		data := k.object("data", r.Data)
+		w := convWrite(c, k, r.Key, r.Now, r.ExpiresAt)
+		if k.err != nil {
+			return nil, nil
+		}
+		cv, err := write(ctx, c.ns, w, data)
+		return item(err == nil, driver.ConversationRecord(c.ns, cv)), err
+	})
+}
+
 func item(found bool, r driver.Record) wire.ItemResp {
 	if !found {
 		return wire.ItemResp{}
@@ -317,40 +337,22 @@ func (s *Server) handlers() map[string]handler {
 			k.key("conversation key", r.Key)
 			k.text("flow", r.Flow)
 			k.text("state", r.State)
-			w := driver.ConversationWrite{Key: r.Key, Now: c.at(k.when("now", r.Now)), ExpiresAt: k.when("expires_at", r.ExpiresAt)}
+			w := convWrite(c, k, r.Key, r.Now, r.ExpiresAt)
 			if k.err != nil {
 				return nil, nil
 			}
 			cv, err := d.SetConversationState(ctx, c.ns, w, r.Flow, r.SetFlow, r.State)
 			return item(err == nil, driver.ConversationRecord(c.ns, cv)), err
 		}),
-		"conversations/set-data": op(func(ctx context.Context, c *call, k *check, r *wire.SetDataReq) (any, error) {
-			k.key("conversation key", r.Key)
-			data := k.object("data", r.Data)
-			w := driver.ConversationWrite{Key: r.Key, Now: c.at(k.when("now", r.Now)), ExpiresAt: k.when("expires_at", r.ExpiresAt)}
-			if k.err != nil {
-				return nil, nil
-			}
-			cv, err := d.SetConversationData(ctx, c.ns, w, data)
-			return item(err == nil, driver.ConversationRecord(c.ns, cv)), err
-		}),
-		"conversations/merge-data": op(func(ctx context.Context, c *call, k *check, r *wire.SetDataReq) (any, error) {
-			k.key("conversation key", r.Key)
-			patch := k.object("data", r.Data)
-			w := driver.ConversationWrite{Key: r.Key, Now: c.at(k.when("now", r.Now)), ExpiresAt: k.when("expires_at", r.ExpiresAt)}
-			if k.err != nil {
-				return nil, nil
-			}
-			cv, err := d.MergeConversationData(ctx, c.ns, w, patch)
-			return item(err == nil, driver.ConversationRecord(c.ns, cv)), err
-		}),
+		"conversations/set-data":   convData(d.SetConversationData),
+		"conversations/merge-data": convData(d.MergeConversationData),
 		"conversations/swap": op(func(ctx context.Context, c *call, k *check, r *wire.SwapReq) (any, error) {
 			k.key("conversation key", r.Key)
 			k.text("flow", r.Flow)
 			k.text("state", r.State)
 			k.count("version", int(min(r.Version, 1<<40)), 0, 1<<40)
 			data := k.object("data", r.Data)
-			w := driver.ConversationWrite{Key: r.Key, Now: c.at(k.when("now", r.Now)), ExpiresAt: k.when("expires_at", r.ExpiresAt)}
+			w := convWrite(c, k, r.Key, r.Now, r.ExpiresAt)
 			if k.err != nil {
 				return nil, nil
 			}
