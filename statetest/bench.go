@@ -67,31 +67,13 @@ func BenchmarkListings(b *testing.B, st *botstate.Store, sizes ...int) {
 func fillListings(ctx context.Context, ns *botstate.Store, n int) error {
 	now := time.Now().UTC()
 	created := now.Add(-time.Hour)
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	const header = `{"format":"botstate-snapshot","version":1}` + "\n"
-	buf.WriteString(header)
-	flush := func() error {
-		if buf.Len() == len(header) {
-			return nil
-		}
-		_, err := ns.Import(ctx, &buf)
-		buf.Reset()
-		buf.WriteString(header)
-		return err
-	}
+	im := newImporter(ctx, ns)
 	add := func(r botstate.Record) error {
 		r.Kind, r.NS, r.CreatedAt, r.ExpiresAt = driver.KindEvent, ns.Name(), created, now.Add(24*time.Hour)
 		if r.Payload == nil {
 			r.Payload = []byte(`{"text":"hello"}`)
 		}
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-		if buf.Len() > 8<<20 {
-			return flush()
-		}
-		return nil
+		return im.add(&r)
 	}
 	for i := range n {
 		if err := add(botstate.Record{Key: fmt.Sprintf("done-%07d", i), Status: "completed", Attempts: 1}); err != nil {
@@ -110,7 +92,7 @@ func fillListings(ctx context.Context, ns *botstate.Store, n int) error {
 			}
 		}
 	}
-	return flush()
+	return im.flush()
 }
 
 // BenchmarkSnapshotMemory exports n items (cache values, loaded with
@@ -203,22 +185,52 @@ func peakHeap(fn func()) float64 {
 // fillCache imports n cache values into ns, kept for a day.
 func fillCache(ctx context.Context, ns *botstate.Store, n int) error {
 	exp := time.Now().UTC().Add(24 * time.Hour)
-	var buf bytes.Buffer
-	const header = `{"format":"botstate-snapshot","version":1}` + "\n"
-	enc := json.NewEncoder(&buf)
-	for i := 0; i < n; {
-		buf.Reset()
-		buf.WriteString(header)
-		for j := 0; j < 50_000 && i < n; j, i = j+1, i+1 {
-			r := botstate.Record{Kind: driver.KindCacheValue, NS: ns.Name(), Key: fmt.Sprintf("item-%08d", i),
-				Payload: []byte("a cached value of some sixty bytes, as a bot would keep it"), ExpiresAt: exp}
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		if _, err := ns.Import(ctx, &buf); err != nil {
+	im := newImporter(ctx, ns)
+	for i := range n {
+		r := botstate.Record{Kind: driver.KindCacheValue, NS: ns.Name(), Key: fmt.Sprintf("item-%08d", i),
+			Payload: []byte("a cached value of some sixty bytes, as a bot would keep it"), ExpiresAt: exp}
+		if err := im.add(&r); err != nil {
 			return err
 		}
 	}
+	return im.flush()
+}
+
+// importer loads records into a store with Import, 8 MiB of snapshot at a
+// time.
+type importer struct {
+	ctx context.Context
+	ns  *botstate.Store
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+const snapshotHeader = `{"format":"botstate-snapshot","version":1}` + "\n"
+
+func newImporter(ctx context.Context, ns *botstate.Store) *importer {
+	im := &importer{ctx: ctx, ns: ns}
+	im.enc = json.NewEncoder(&im.buf)
+	im.buf.WriteString(snapshotHeader)
+	return im
+}
+
+func (im *importer) add(r *botstate.Record) error {
+	if err := im.enc.Encode(r); err != nil {
+		return err
+	}
+	if im.buf.Len() > 8<<20 {
+		return im.flush()
+	}
 	return nil
+}
+
+// flush imports what add gathered.
+func (im *importer) flush() error {
+	if im.buf.Len() == len(snapshotHeader) {
+		return nil
+	}
+	_, err := im.ns.Import(im.ctx, &im.buf)
+	im.buf.Reset()
+	im.buf.WriteString(snapshotHeader)
+	return err
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -110,10 +111,12 @@ func (p *progress) finish(n int, what string, err error) {
 	fmt.Fprintf(p.out, "%s %d items %s in %.1fs (%s items/s)\n", p.verb, n, what, secs, thousands(int64(float64(n)/max(secs, 1e-9))))
 }
 
+var newline = []byte{'\n'}
+
 // count notes b passing through.
 func (p *progress) count(b []byte) {
 	p.bytes.Add(int64(len(b)))
-	if k := int64(strings.Count(string(b), "\n")); k > 0 {
+	if k := int64(bytes.Count(b, newline)); k > 0 {
 		p.lines.Add(k)
 	}
 }
