@@ -627,3 +627,17 @@ type Snapshots interface {
 	// validated. A backend that can do so applies them in one transaction.
 	Import(ctx context.Context, recs []Record) error
 }
+
+// Browser is optional: a driver that has it lists one kind of a
+// namespace's records in key order, a page at a time, reading little more
+// than the page. The dashboard of `botstate serve` uses it; for a driver
+// without it, the dashboard reads its pages from Export, which costs a walk
+// of the namespace per page.
+type Browser interface {
+	// Browse returns up to limit live records of kind (KindConversation or
+	// KindLock; other kinds are ErrInvalidArgument) of namespace ns whose
+	// key sorts after after, in key order. Locks are pruned at now (as
+	// Export gives them), and a lock neither held nor with entries queued
+	// is left out.
+	Browse(ctx context.Context, ns string, kind Kind, after string, limit int, now time.Time) ([]Record, error)
+}
