@@ -3,120 +3,67 @@ package dynamodb
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/botstate/botstate/driver"
+	"github.com/botstate/botstate/internal/faultproxy"
+	"github.com/botstate/botstate/internal/faultproxy/faulttest"
 )
-
-// proxy forwards TCP connections from a loopback port to DynamoDB Local and
-// can cut every connection and refuse new ones, as a restarting server or a
-// broken network does.
-type proxy struct {
-	target string
-	addr   string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
-	// open counts the client connections the client has not closed.
-	open atomic.Int32
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	p := &proxy{target: target, conns: map[net.Conn]bool{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(func() { p.cut(); p.wg.Wait() })
-	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns[c], p.conns[up] = true, true
-			p.mu.Unlock()
-			p.wg.Add(2)
-			p.open.Add(1)
-			go func() { defer p.wg.Done(); _, _ = io.Copy(up, c); up.Close(); p.open.Add(-1) }()
-			go func() { defer p.wg.Done(); _, _ = io.Copy(c, up); c.Close() }()
-		}
-	}()
-}
-
-// cut closes the listener and every connection.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-// restore listens again on the same port.
-func (p *proxy) restore(t *testing.T) {
-	var ln net.Listener
-	var err error
-	for i := 0; i < 50; i++ {
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(ln)
-}
 
 // proxiedDriver opens a driver on the test table that talks to DynamoDB
 // Local through a proxy.
-func proxiedDriver(t *testing.T) (*Driver, *proxy) {
+func proxiedDriver(t *testing.T) (*Driver, *faultproxy.Proxy) {
 	base, o := testDriver(t)
 	eu, _ := url.Parse(o.Endpoint)
 	if eu == nil || eu.Host == "" {
 		t.Skip("the test server has no endpoint to put a proxy in front of")
 	}
-	p := startProxy(t, eu.Host)
-	o.Endpoint = "http://" + p.addr
+	p, err := faultproxy.Start(eu.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	o.Endpoint = "http://" + p.Addr()
 	return driverFor(t, o, base.table), p
 }
 
+// TestProxyFaults goes through latency, reset, black hole and pause
+// between the driver and DynamoDB Local: every call fails with
+// ErrUnavailable by its deadline (the SDK's retries included), the same
+// driver works again once the fault is cleared, and closing it leaves no
+// goroutine behind.
+func TestProxyFaults(t *testing.T) {
+	d, p := proxiedDriver(t)
+	// The driver has not connected yet; what runs now (the base driver's
+	// connections, the proxy's accept loop) is not this test's to check.
+	leaks := goleak.IgnoreCurrent()
+	ns, now := testNS(t), time.Now()
+	faulttest.Run(t, faulttest.Config{}, func(ctx context.Context, key string) error {
+		_, err := d.CacheSet(ctx, ns, key, []byte("v"), now, time.Time{}, false)
+		return err
+	}, p)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	goleak.VerifyNone(t, leaks)
+}
+
+// TestBrokenConnectionIsUnavailableAndRecovers resets every connection
+// (and refuses new ones for a while) under a load of writes with long
+// deadlines, as a restarting server or a broken network does.
 func TestBrokenConnectionIsUnavailableAndRecovers(t *testing.T) {
 	d, p := proxiedDriver(t)
 	ns, now := testNS(t), time.Now()
 
-	// Load runs across the cut: every call either succeeds or fails with
+	// Load runs across the reset: every call either succeeds or fails with
 	// ErrUnavailable, and none outlives its context.
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -147,20 +94,20 @@ func TestBrokenConnectionIsUnavailableAndRecovers(t *testing.T) {
 		}(g)
 	}
 	time.Sleep(300 * time.Millisecond)
-	p.cut()
+	p.Reset()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_, _, err := d.CacheGet(ctx, ns, "k", now)
 	cancel()
 	if !errors.Is(err, driver.ErrUnavailable) {
-		t.Fatalf("while cut: got %v, want ErrUnavailable", err)
+		t.Fatalf("while reset: got %v, want ErrUnavailable", err)
 	}
-	p.restore(t)
+	p.Clear()
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatalf("under load across the cut: %v", err)
+		t.Fatalf("under load across the reset: %v", err)
 	}
 	// The same driver recovers by itself.
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
@@ -190,16 +137,16 @@ func TestCloseDropsConnections(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if p.open.Load() == 0 {
+	if p.Conns() == 0 {
 		t.Fatal("no connection went through the proxy")
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for p.open.Load() > 0 {
+	for p.Conns() > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still open 5s after Close", p.open.Load())
+			t.Fatalf("%d connections still open 5s after Close", p.Conns())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

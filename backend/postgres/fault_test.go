@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,7 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/botstate/botstate"
+	"github.com/botstate/botstate/internal/faultproxy"
+	"github.com/botstate/botstate/internal/faultproxy/faulttest"
+	"github.com/botstate/botstate/statetest"
 )
 
 // TestServerRestartUnderLoad stops PostgreSQL (fast shutdown) under a load
@@ -242,4 +248,51 @@ func (c *cluster) processes() []int {
 		}
 	}
 	return pids
+}
+
+// TestProxyFaults puts a fault proxy between the store and the shared
+// server and goes through latency, reset, black hole and pause with claims
+// and with lock acquisitions (a transaction of two round trips): every call fails
+// with ErrUnavailable by its deadline, the same Store works again once the
+// fault is cleared, and closing it leaves no goroutine behind.
+func TestProxyFaults(t *testing.T) {
+	u, err := url.Parse(statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaks := goleak.IgnoreCurrent()
+	p, err := faultproxy.Start(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	u.Host = p.Addr()
+	q := u.Query()
+	q.Set("pool_max_conns", "4")
+	u.RawQuery = q.Encode()
+	st, err := botstate.Open(context.Background(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := st.Namespace("proxyfault-" + strconv.FormatInt(time.Now().UnixNano(), 36)).Events()
+	t.Run("claim", func(t *testing.T) {
+		faulttest.Run(t, faulttest.Config{}, func(ctx context.Context, key string) error {
+			_, err := ev.Claim(ctx, key, nil, time.Minute)
+			return err
+		}, p)
+	})
+	t.Run("acquire", func(t *testing.T) {
+		locks := st.Namespace("proxyfault-locks").Locks()
+		faulttest.Run(t, faulttest.Config{}, func(ctx context.Context, key string) error {
+			_, err := locks.Acquire(ctx, key, "me", nil, botstate.LockPolicy{TTL: time.Minute})
+			return err
+		}, p)
+	})
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	goleak.VerifyNone(t, leaks)
 }

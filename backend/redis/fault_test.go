@@ -3,6 +3,7 @@ package redis_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -18,7 +19,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+	"go.uber.org/goleak"
+
 	"github.com/botstate/botstate"
+	redisbackend "github.com/botstate/botstate/backend/redis"
+	"github.com/botstate/botstate/internal/faultproxy"
+	"github.com/botstate/botstate/internal/faultproxy/faulttest"
 	"github.com/botstate/botstate/statetest"
 )
 
@@ -308,4 +315,122 @@ func TestServerHangMidLoad(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// proxyTo starts a fault proxy in front of addr, closed when the test ends.
+func proxyTo(t *testing.T, addr string) *faultproxy.Proxy {
+	t.Helper()
+	p, err := faultproxy.Start(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// claimCall is the call the proxy fault tests make: a claim of a fresh
+// key, which runs a script.
+func claimCall(st *botstate.Store) faulttest.Call {
+	ev := st.Namespace("proxyfault-" + strconv.FormatInt(time.Now().UnixNano(), 36)).Events()
+	return func(ctx context.Context, key string) error {
+		_, err := ev.Claim(ctx, key, nil, time.Minute)
+		return err
+	}
+}
+
+// TestProxyFaults puts a fault proxy between the store and the standalone
+// server and goes through latency, reset, black hole and pause: every call
+// fails with ErrUnavailable by its deadline, the same Store works again
+// once the fault is cleared, and closing it leaves no goroutine behind. The
+// second part makes the calls without a context deadline: the URL's
+// write_timeout (rueidis's ConnWriteTimeout) alone must end them.
+func TestProxyFaults(t *testing.T) {
+	u, err := url.Parse(statetest.BackendURL(t, "BOTSTATE_REDIS_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaks := goleak.IgnoreCurrent()
+	p := proxyTo(t, u.Host)
+	u.Host = p.Addr()
+	st, err := botstate.Open(context.Background(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	faulttest.Run(t, faulttest.Config{}, claimCall(st), p)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("write_timeout", func(t *testing.T) {
+		const timeout = 300 * time.Millisecond
+		q := u.Query()
+		q.Set("write_timeout", timeout.String())
+		u.RawQuery = q.Encode()
+		st, err := botstate.Open(context.Background(), u.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		faulttest.Run(t, faulttest.Config{Deadline: timeout, OwnTimeout: true}, claimCall(st), p)
+	})
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	goleak.VerifyNone(t, leaks)
+}
+
+// TestProxyFaultsCluster does the same against the Cluster. Its nodes
+// announce their own addresses (CLUSTER SLOTS, MOVED), which a client
+// would dial past a proxy, so the store runs on a rueidis client of the
+// test's whose dialer sends every node's address to that node's proxy; each
+// fault is applied to all of them.
+func TestProxyFaultsCluster(t *testing.T) {
+	u, err := url.Parse(statetest.BackendURL(t, "BOTSTATE_REDIS_CLUSTER_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := redisbackend.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaks := goleak.IgnoreCurrent()
+	via := map[string]string{}
+	var proxies []*faultproxy.Proxy
+	for _, addr := range o.Client.InitAddress {
+		p := proxyTo(t, addr)
+		via[addr] = p.Addr()
+		proxies = append(proxies, p)
+	}
+	o.Client.DialCtxFn = func(ctx context.Context, addr string, d *net.Dialer, _ *tls.Config) (net.Conn, error) {
+		to, ok := via[addr]
+		if !ok {
+			return nil, fmt.Errorf("cluster node %s has no proxy", addr)
+		}
+		return d.DialContext(ctx, "tcp", to)
+	}
+	c, err := rueidis.NewClient(o.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv, err := redisbackend.FromClient(context.Background(), c, o.Prefix)
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	st, err := botstate.OpenDriver(drv)
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	faulttest.Run(t, faulttest.Config{}, claimCall(st), proxies...)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for _, p := range proxies {
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goleak.VerifyNone(t, leaks)
 }
