@@ -269,8 +269,11 @@ func (s *Server) handlers() map[string]handler {
 			if !ok {
 				return nil, fmt.Errorf("the backend answered an unknown claim outcome %d: %w", rep.Outcome, botstate.ErrUnavailable)
 			}
-			if rep.Outcome == driver.ClaimAcquired && rep.Event.Token == "" {
-				rep.Event.Token = r.Token
+			if rep.Outcome == driver.ClaimAcquired {
+				c.s.activity.add(c.ns, 1, 0)
+				if rep.Event.Token == "" {
+					rep.Event.Token = r.Token
+				}
 			}
 			return wire.ClaimResp{Outcome: outcome, Event: driver.EventRecord(c.ns, rep.Event)}, nil
 		}),
@@ -282,7 +285,11 @@ func (s *Server) handlers() map[string]handler {
 			if k.err != nil {
 				return nil, nil
 			}
-			return wire.Empty{}, d.CompleteEvent(ctx, c.ns, r.Key, r.Token, r.Result, now, exp)
+			if err := d.CompleteEvent(ctx, c.ns, r.Key, r.Token, r.Result, now, exp); err != nil {
+				return nil, err
+			}
+			c.s.activity.add(c.ns, 0, 1)
+			return wire.Empty{}, nil
 		}),
 		"events/extend": op(func(ctx context.Context, c *call, k *check, r *wire.ExtendEventReq) (any, error) {
 			k.key("event key", r.Key)

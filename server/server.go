@@ -77,6 +77,7 @@ type Server struct {
 	metrics  *metrics
 	tokens   []tokenNS
 	patterns []string
+	activity *activity
 }
 
 type tokenNS struct {
@@ -110,7 +111,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	s := &Server{cfg: cfg, drv: cfg.Store.Driver(), log: cfg.Logger}
+	s := &Server{cfg: cfg, drv: cfg.Store.Driver(), log: cfg.Logger, activity: newActivity(cfg.Clock)}
 	for tok, ns := range cfg.Tokens {
 		if tok == "" {
 			return nil, fmt.Errorf("server.New: an empty token: %w", botstate.ErrInvalidArgument)
@@ -143,6 +144,7 @@ func New(cfg Config) (*Server, error) {
 	s.route("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") }))
 	s.route("GET /readyz", http.HandlerFunc(s.ready))
 	s.route("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
+	s.dashboardRoutes()
 	s.mux.HandleFunc("/", s.noRoute)
 	return s, nil
 }
@@ -255,13 +257,22 @@ func (c *call) at(t time.Time) time.Time {
 
 // principal is what a request's token allows: one namespace, or all.
 func (s *Server) principal(r *http.Request) (ns string, token string, ok bool) {
-	if len(s.tokens) == 0 {
-		return Admin, "", true
+	tok := ""
+	if auth, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); found {
+		tok = auth
 	}
-	auth := r.Header.Get("Authorization")
-	tok, found := strings.CutPrefix(auth, "Bearer ")
-	if !found || tok == "" {
-		return "", "", false
+	ns, ok = s.principalOf(tok)
+	return ns, tok, ok
+}
+
+// principalOf is what a token allows: one namespace, or all (Admin). With
+// no tokens configured, everything is allowed.
+func (s *Server) principalOf(tok string) (ns string, ok bool) {
+	if len(s.tokens) == 0 {
+		return Admin, true
+	}
+	if tok == "" {
+		return "", false
 	}
 	// Compare with every token, in constant time each, and keep going after
 	// a match: the time taken says nothing about which token matched.
@@ -272,9 +283,9 @@ func (s *Server) principal(r *http.Request) (ns string, token string, ok bool) {
 		}
 	}
 	if match < 0 {
-		return "", "", false
+		return "", false
 	}
-	return s.tokens[match].ns, tok, true
+	return s.tokens[match].ns, true
 }
 
 // wrap serves one operation: authentication, the namespace, the rate limit,

@@ -243,13 +243,17 @@ func TestEveryRouteKeepsTenantsApart(t *testing.T) {
 				}
 			}
 			tested++
-		case method == "GET":
-			// health, readiness, metrics and the document: no state.
+		case strings.HasPrefix(path, "/ui/ns/{ns}"):
+			dashboardKeepsTenantsApart(f, path)
+			tested++
+		case method == "GET" || strings.HasPrefix(path, "/ui/"):
+			// health, readiness, metrics, the document, the dashboard's
+			// index, login, logout and static files: no namespace's state.
 		default:
 			t.Errorf("route %s is neither namespaced, admin-only nor public: classify it here", pattern)
 		}
 	}
-	if want := len(wire.Ops) + 2; tested != want {
+	if want := len(wire.Ops) + 2 + 3; tested != want { // + the dashboard's namespace routes
 		t.Fatalf("tested %d routes, want %d", tested, want)
 	}
 	// The owner's token works on every sample, so the 403s above were the
@@ -295,7 +299,14 @@ func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 			documented = append(documented, strings.ToUpper(m)+" "+path)
 		}
 	}
-	served := f.srv.Patterns()
+	// The document covers the API; the dashboard's pages (/ and /ui/…) are
+	// not part of it.
+	var served []string
+	for _, p := range f.srv.Patterns() {
+		if p != "GET /{$}" && !strings.Contains(p, " /ui/") {
+			served = append(served, p)
+		}
+	}
 	sort.Strings(documented)
 	sort.Strings(served)
 	if fmt.Sprint(documented) != fmt.Sprint(served) {
