@@ -182,13 +182,13 @@ func (p *Proxy) Close() error {
 		return nil
 	}
 	p.closed = true
+	p.stop()
 	err := p.ln.Close()
 	for l := range p.links {
 		l.shut(false)
 	}
 	p.broadcast()
 	p.mu.Unlock()
-	p.stop()
 	p.wg.Wait()
 	return err
 }
