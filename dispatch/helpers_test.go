@@ -29,8 +29,6 @@ func TestMain(m *testing.M) {
 		return
 	}
 	goleak.VerifyTestMain(m,
-		// pgx's pool checks its health in the background until Close.
-		goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
 		// rueidis's cluster client, after a failed topology refresh, sleeps
 		// five seconds in a goroutine of its own before it looks again,
 		// even once closed.

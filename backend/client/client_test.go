@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/botstate/botstate"
 	_ "github.com/botstate/botstate/backend/client"
 	_ "github.com/botstate/botstate/backend/mem"
@@ -105,9 +107,10 @@ func TestConformanceAgainstALiveServer(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if binary != "" {
-		os.RemoveAll(filepath.Dir(binary))
-	}
-	os.Exit(code)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if binary != "" {
+			os.RemoveAll(filepath.Dir(binary))
+		}
+		os.Exit(code)
+	}))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"testing"
 	"time"
@@ -28,7 +29,12 @@ func TestStoreFromTheApplicationsClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	endpoint := u.Query().Get("endpoint")
-	cfg := aws.Config{Region: "eu-west-1", Credentials: credentials.NewStaticCredentialsProvider("app", "app", "")}
+	// The application's client is the test's to close: its keep-alive
+	// connection would outlive the test (the store leaves it open).
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	cfg := aws.Config{Region: "eu-west-1", Credentials: credentials.NewStaticCredentialsProvider("app", "app", ""),
+		HTTPClient: &http.Client{Transport: tr}}
 	client := awsdynamodb.NewFromConfig(cfg, func(o *awsdynamodb.Options) { o.BaseEndpoint = aws.String(endpoint) })
 	table := fmt.Sprintf("fromclient-%d", time.Now().UnixNano())
 	if _, err := dynamodb.FromClient(ctx, client, table, false); err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
 
 	"github.com/botstate/botstate"
 	"github.com/botstate/botstate/driver"
@@ -40,7 +41,7 @@ const (
 func TestMain(m *testing.M) {
 	switch os.Getenv(envChild) {
 	case "":
-		os.Exit(m.Run())
+		goleak.VerifyTestMain(m)
 	case "hold":
 		os.Exit(holdChild())
 	case "crash":

@@ -95,9 +95,11 @@ func TestServeAnswersAndShutsDownGracefully(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	_, _ = io.WriteString(pw, `"value":"dg=="}`)
 	pw.Close()
-	if resp := <-result; resp == nil || resp.StatusCode != 200 {
+	resp = <-result
+	if resp == nil || resp.StatusCode != 200 {
 		t.Fatalf("the request in flight at shutdown: %+v", resp)
 	}
+	resp.Body.Close() // else its connection's reader outlives the test
 	if err := <-stopped; err != nil {
 		t.Fatalf("serve after SIGTERM: %v", err)
 	}

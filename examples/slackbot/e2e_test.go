@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/botstate/botstate"
 	"github.com/botstate/botstate/internal/fakeslack"
 	"github.com/botstate/botstate/statetest"
@@ -60,11 +62,12 @@ func buildBot(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if binary != "" {
-		os.RemoveAll(filepath.Dir(binary))
-	}
-	os.Exit(code)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if binary != "" {
+			os.RemoveAll(filepath.Dir(binary))
+		}
+		os.Exit(code)
+	}))
 }
 
 func freeAddr(t *testing.T) string {
