@@ -234,3 +234,59 @@ func (im *importer) flush() error {
 	im.buf.WriteString(snapshotHeader)
 	return err
 }
+
+// FillBrowse imports into ns n of each thing the dashboard lists a page at
+// a time: conversations, held locks with one entry queued each, and
+// subscriptions, keyed item-00000000 up, kept for a day.
+func FillBrowse(ctx context.Context, ns *botstate.Store, n int) error {
+	now := time.Now().UTC()
+	exp := now.Add(24 * time.Hour)
+	im := newImporter(ctx, ns)
+	for i := range n {
+		k := fmt.Sprintf("item-%08d", i)
+		for _, r := range []botstate.Record{
+			{Kind: driver.KindConversation, Key: k, Flow: "signup", State: "asking_email", Version: 3,
+				Data: []byte(`{"email":"ada@example.com","step":2}`), UpdatedAt: now, ExpiresAt: exp},
+			{Kind: driver.KindLock, Key: k, Fence: 2,
+				Holders: []driver.Holder{{Owner: "worker-a", Token: 1, AcquiredAt: now, ExpiresAt: exp}},
+				Pending: []driver.Entry{{Payload: []byte(`{"text":"next"}`), EnqueuedAt: now, ExpiresAt: exp}}},
+			{Kind: driver.KindSubscription, Key: k, CreatedAt: now, ExpiresAt: exp},
+		} {
+			r.NS = ns.Name()
+			if err := im.add(&r); err != nil {
+				return err
+			}
+		}
+	}
+	return im.flush()
+}
+
+// BenchmarkBrowse measures a page of 50 conversations and of 50 locks
+// (driver.Browse, as the dashboard reads them) at the start and near the
+// end of a namespace holding n of each (FillBrowse): a backend that reads
+// only the page costs the same at both ends and at any n.
+func BenchmarkBrowse(b *testing.B, st *botstate.Store, n int) {
+	ctx := context.Background()
+	ns := st.Namespace(fmt.Sprintf("browse-%d-%d", n, time.Now().UnixNano()))
+	if err := FillBrowse(ctx, ns, n); err != nil {
+		b.Fatal(err)
+	}
+	for _, kind := range []driver.Kind{driver.KindConversation, driver.KindLock} {
+		for _, at := range []struct {
+			name  string
+			after string
+		}{{"first", ""}, {"last", fmt.Sprintf("item-%08d", max(n-51, 0))}} {
+			b.Run(fmt.Sprintf("items=%d/%s/%s-page", n, kind, at.name), func(b *testing.B) {
+				for b.Loop() {
+					page, err := driver.Browse(ctx, ns.Driver(), ns.Name(), kind, at.after, 50, time.Now())
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(page) != min(50, n) {
+						b.Fatalf("a page of %d, want %d", len(page), min(50, n))
+					}
+				}
+			})
+		}
+	}
+}

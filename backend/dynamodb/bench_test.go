@@ -189,3 +189,15 @@ func BenchmarkSnapshotMemory(b *testing.B) {
 	defer st.Close()
 	statetest.BenchmarkSnapshotMemory(b, st, st, 100_000)
 }
+
+// BenchmarkBrowse: a dashboard page of conversations and of locks at the
+// start and the end of 10 k of each (statetest.BenchmarkBrowse; pages come
+// from Export, driver.Browse's fallback, a walk of the namespace).
+func BenchmarkBrowse(b *testing.B) {
+	st, err := botstate.Open(context.Background(), benchURL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	statetest.BenchmarkBrowse(b, st, 10_000)
+}

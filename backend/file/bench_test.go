@@ -178,3 +178,14 @@ func BenchmarkSnapshotMemory(b *testing.B) {
 	}
 	statetest.BenchmarkSnapshotMemory(b, open("src.db"), open("dst.db"), 1_000_000)
 }
+
+// BenchmarkBrowse: a dashboard page of conversations and of locks at the
+// start and the end of 100 k of each (statetest.BenchmarkBrowse).
+func BenchmarkBrowse(b *testing.B) {
+	st, err := botstate.Open(context.Background(), "file://"+filepath.Join(b.TempDir(), "bench.db")+"?nosync=1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	statetest.BenchmarkBrowse(b, st, 100_000)
+}

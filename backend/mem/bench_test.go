@@ -180,3 +180,14 @@ func BenchmarkSnapshotMemory(b *testing.B) {
 	}
 	statetest.BenchmarkSnapshotMemory(b, open(), open(), 1_000_000)
 }
+
+// BenchmarkBrowse: a dashboard page of conversations and of locks at the
+// start and the end of 100 k of each (statetest.BenchmarkBrowse).
+func BenchmarkBrowse(b *testing.B) {
+	st, err := botstate.Open(context.Background(), "mem://")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	statetest.BenchmarkBrowse(b, st, 100_000)
+}

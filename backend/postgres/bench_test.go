@@ -345,3 +345,15 @@ func BenchmarkSnapshotMemory(b *testing.B) {
 	}
 	statetest.BenchmarkSnapshotMemory(b, open(benchSchema), open(benchSchema+"_copy"), 1_000_000)
 }
+
+// BenchmarkBrowse: a dashboard page of conversations and of locks at the
+// start and the end of 100 k of each (statetest.BenchmarkBrowse).
+func BenchmarkBrowse(b *testing.B) {
+	rawURL := statetest.BackendURL(b, "BOTSTATE_POSTGRES_URL")
+	st, err := botstate.Open(context.Background(), rawURL+"&schema="+benchSchema, botstate.WithSweepInterval(time.Hour))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	statetest.BenchmarkBrowse(b, st, 100_000)
+}

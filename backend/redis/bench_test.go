@@ -295,3 +295,16 @@ func BenchmarkSnapshotMemory(b *testing.B) {
 	}
 	statetest.BenchmarkSnapshotMemory(b, open("snapsrc:"), open("snapdst:"), 1_000_000)
 }
+
+// BenchmarkBrowse: a dashboard page of conversations and of locks at the
+// start and the end of 100 k of each (statetest.BenchmarkBrowse). Redis
+// keeps no order of them, so a page is read from Export (driver.Browse's
+// fallback): a walk of the namespace.
+func BenchmarkBrowse(b *testing.B) {
+	st, err := botstate.Open(context.Background(), statetest.BackendURL(b, "BOTSTATE_REDIS_URL"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	statetest.BenchmarkBrowse(b, st, 100_000)
+}

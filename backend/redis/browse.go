@@ -1,0 +1,117 @@
+package redis
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/botstate/botstate/driver"
+)
+
+// Browse implements driver.Browser. Conversations and locks are spread
+// over slots by their keys' hashes and no index orders them, so a page is
+// a SCAN of every master for the names of the kind's keys in the namespace
+// (names only, no values), the page's keys picked from them, then one read
+// per item of the page. It costs a walk of the key space's names, far less
+// than Export's read of every value.
+func (d *Driver) Browse(ctx context.Context, ns string, kind driver.Kind, after string, limit int, now time.Time) ([]driver.Record, error) {
+	if err := d.check(); err != nil {
+		return nil, err
+	}
+	var dom, mark string
+	switch kind {
+	case driver.KindConversation:
+		dom = domConv
+	case driver.KindLock:
+		dom, mark = domLocks, "m" // the lock's record; its queue is beside it
+	default:
+		return nil, driver.BrowseKindError(kind)
+	}
+	pattern := globEscape(d.prefix) + "{" + globEscape(ns) + ":" + dom + ":*}" + mark + "*"
+	var out []driver.Record
+	// An item can be gone by the time it is read (expired, or a lock
+	// with nothing held or queued): read on until the page is full or the
+	// names run out.
+	for len(out) < limit {
+		want := limit - len(out)
+		keys, err := d.pageKeys(ctx, pattern, mark, after, want)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			after = k
+			if kind == driver.KindConversation {
+				c, ok, err := d.GetConversation(ctx, ns, k, now)
+				if err != nil {
+					return nil, err
+				}
+				if ok {
+					out = append(out, driver.ConversationRecord(ns, c))
+				}
+				continue
+			}
+			st, ok, err := d.InspectLock(ctx, ns, k, now)
+			if err != nil {
+				return nil, err
+			}
+			if ok && !driver.LockIdle(&st) {
+				out = append(out, driver.LockRecord(ns, st))
+			}
+		}
+		if len(keys) < want {
+			break
+		}
+	}
+	return out, nil
+}
+
+// pageKeys scans every master for names matching pattern and returns, in
+// order, the first limit keys (the part of a name after its tag and mark)
+// that sort after after.
+func (d *Driver) pageKeys(ctx context.Context, pattern, mark, after string, limit int) ([]string, error) {
+	nodes, err := d.masters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	cutoff, cut := "", false
+	trim := func() {
+		slices.Sort(keys)
+		keys = slices.Compact(keys) // SCAN may return a name twice
+		if len(keys) > limit {
+			keys = keys[:limit]
+		}
+		if len(keys) == limit {
+			cutoff, cut = keys[limit-1], true
+		}
+	}
+	for _, c := range nodes {
+		var cursor uint64
+		for {
+			e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(pattern).Count(browseScanCount).Build()).AsScanEntry()
+			if err != nil {
+				return nil, d.fail(ctx, err)
+			}
+			for _, name := range e.Elements {
+				// prefix{ns:dom:hash}<mark><key>
+				_, rest, ok := strings.Cut(strings.TrimPrefix(name, d.prefix), "}"+mark)
+				if ok && rest > after && (!cut || rest < cutoff) {
+					keys = append(keys, rest)
+				}
+				if len(keys) >= 2*limit {
+					trim()
+				}
+			}
+			if cursor = e.Cursor; cursor == 0 {
+				break
+			}
+		}
+	}
+	trim()
+	return keys, nil
+}
+
+// browseScanCount is the COUNT of each SCAN of Browse: names only come
+// back, few of them match, so large steps save round trips.
+const browseScanCount = 20000
