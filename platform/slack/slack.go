@@ -34,7 +34,6 @@ package slack
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -203,8 +202,9 @@ type inner struct {
 	ThreadTS string          `json:"thread_ts"`
 }
 
-// errBadPayload marks a payload that is not an event Slack could send.
-var errBadPayload = errors.New("not a Slack event")
+// errBadPayload marks a payload that is not an event Slack could send. It
+// matches botstate.ErrInvalidArgument.
+var errBadPayload = fmt.Errorf("not a Slack event: %w", botstate.ErrInvalidArgument)
 
 // stringField reads a JSON string, or "" for anything else.
 func stringField(raw json.RawMessage) string {
@@ -243,7 +243,9 @@ func parse(body []byte, via string, retryNum int, retryReason string) (*Event, e
 
 // ParseEvent reads an event_callback as Slack sends it (an Events API body,
 // or a Socket Mode envelope's payload). It does not verify anything: the
-// Bot does that before it calls it.
+// Bot does that before it calls it. A body that is not an event_callback
+// with an event, a team_id and an event_id gets an error matching
+// botstate.ErrInvalidArgument.
 func ParseEvent(body []byte) (*Event, error) { return parse(body, "", 0, "") }
 
 // fromBot reports a message a bot sent.

@@ -202,6 +202,8 @@ func TestEventsAPIRefusesBadInputAndStoresNothing(t *testing.T) {
 	unknown := []byte(`{"type":"not_a_thing","team_id":"T0FAKE"}`)
 	noEvent := []byte(`{"type":"event_callback","team_id":"T0FAKE","event_id":"Ev5"}`)
 	noIDs := []byte(`{"type":"event_callback","event":{"type":"message","channel":"C1","ts":"1.1"}}`)
+	nulID := []byte(`{"type":"event_callback","team_id":"T0FAKE","event_id":"Ev6","event":{"type":"message","channel":"C1\u0000","ts":"1.1"}}`)
+	longID := []byte(`{"type":"event_callback","team_id":"T0FAKE","event_id":"Ev7","event":{"type":"message","channel":"C1","ts":"` + strings.Repeat("1", 2000) + `"}}`)
 	big := append(append([]byte(`{"type":"event_callback","pad":"`), bytes.Repeat([]byte("x"), 2<<20)...), '"', '}')
 	for _, c := range []struct {
 		name string
@@ -219,6 +221,8 @@ func TestEventsAPIRefusesBadInputAndStoresNothing(t *testing.T) {
 		{"unknown type", unknown, signed(unknown), 400},
 		{"callback without event", noEvent, signed(noEvent), 400},
 		{"callback without ids", noIDs, signed(noIDs), 400},
+		{"id with NUL (no retry would be stored)", nulID, signed(nulID), 400},
+		{"id over 1 KiB", longID, signed(longID), 413},
 		{"oversized body", big, signed(big), 413},
 	} {
 		if code, out := post(t, srv, c.body, c.h); code != c.code {

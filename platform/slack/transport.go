@@ -12,6 +12,8 @@ import (
 
 	slackapi "github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
+
+	"github.com/botstate/botstate"
 )
 
 // AcceptWithin bounds how long accepting one delivery may take: Slack wants
@@ -25,9 +27,11 @@ const AcceptWithin = 2500 * time.Millisecond
 // and accepts an event_callback, answering 200 as soon as the event is
 // accepted (claimed and queued); the handler runs after. A request that is
 // not Slack's gets 401, a body over Config.MaxBody 413, a malformed or
-// unknown payload 400; nothing is stored for any of them. When the event
-// could not be accepted (the store failed) the answer is 503, so that Slack
-// delivers it again.
+// unknown payload 400, and so does an event whose ids or payload the store
+// refuses, since a retry would be refused alike (ErrInvalidArgument, an id
+// holding NUL say: 400; ErrTooLarge, an id over 1 KiB or a payload over the
+// store's value limit: 413); nothing is stored for any of them. When the event could not be accepted otherwise (the
+// store failed) the answer is 503, so that Slack delivers it again.
 func (b *Bot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -84,6 +88,11 @@ func (b *Bot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), AcceptWithin)
 	defer cancel()
 	if _, _, err := b.accept(ctx, e); err != nil {
+		if code := refusedStatus(err); code != 0 {
+			b.log.Warn("slack: refused an event the store cannot take", "event_id", e.EventID, "err", err)
+			http.Error(w, "slack: "+err.Error(), code)
+			return
+		}
 		b.log.Error("slack: could not accept an event; Slack will deliver it again", "event_id", e.EventID, "err", err)
 		http.Error(w, "slack: not accepted, deliver again", http.StatusServiceUnavailable)
 		return
@@ -141,10 +150,10 @@ func (b *Bot) RunSocketMode(ctx context.Context, client *socketmode.Client) erro
 					wg.Go(func() { b.envelope(ctx, client, req) })
 				}
 			case socketmode.EventTypeErrorBadMessage:
-				bad, ok := evt.Data.(*socketmode.ErrorBadMessage)
-				var req socketmode.Request
-				if ok && json.Unmarshal(bad.Message, &req) == nil && req.Type == socketmode.RequestTypeEventsAPI && req.EnvelopeID != "" {
-					wg.Go(func() { b.envelope(ctx, client, req) })
+				if bad, ok := evt.Data.(*socketmode.ErrorBadMessage); ok {
+					if req, ok := badEnvelope(bad.Message); ok {
+						wg.Go(func() { b.envelope(ctx, client, req) })
+					}
 				}
 			case socketmode.EventTypeInteractive, socketmode.EventTypeSlashCommand:
 				if evt.Request != nil {
@@ -159,22 +168,58 @@ func (b *Bot) RunSocketMode(ctx context.Context, client *socketmode.Client) erro
 	}
 }
 
+// badEnvelope reads a message slack-go could not type (its event is one
+// slackevents does not know): an events_api envelope with an id, or false.
+func badEnvelope(msg json.RawMessage) (socketmode.Request, bool) {
+	var req socketmode.Request
+	if json.Unmarshal(msg, &req) != nil || req.Type != socketmode.RequestTypeEventsAPI || req.EnvelopeID == "" {
+		return socketmode.Request{}, false
+	}
+	return req, true
+}
+
 // envelope accepts one events_api envelope and acknowledges it.
 func (b *Bot) envelope(ctx context.Context, client *socketmode.Client, req socketmode.Request) {
-	e, err := parse(req.Payload, "socket_mode", req.RetryAttempt, req.RetryReason)
-	if err != nil {
-		// It will not parse any better next time: acknowledge and drop it.
-		b.log.Warn("slack: dropped a malformed Socket Mode envelope", "envelope_id", req.EnvelopeID, "err", err)
-		_ = client.AckCtx(ctx, req.EnvelopeID, nil)
-		return
-	}
-	actx, cancel := context.WithTimeout(ctx, AcceptWithin)
-	defer cancel()
-	if _, _, err := b.accept(actx, e); err != nil {
-		b.log.Error("slack: could not accept an event; Slack will deliver it again", "event_id", e.EventID, "err", err)
+	if !b.acceptEnvelope(ctx, req) {
 		return
 	}
 	if err := client.AckCtx(ctx, req.EnvelopeID, nil); err != nil {
 		b.log.Error("slack: acknowledging an envelope", "envelope_id", req.EnvelopeID, "err", err)
 	}
+}
+
+// acceptEnvelope accepts the event of an events_api envelope and reports
+// whether to acknowledge the envelope: always, but when the store could not
+// accept the event, so that Slack delivers it again.
+func (b *Bot) acceptEnvelope(ctx context.Context, req socketmode.Request) bool {
+	e, err := parse(req.Payload, "socket_mode", req.RetryAttempt, req.RetryReason)
+	if err != nil {
+		// It will not parse any better next time: acknowledge and drop it.
+		b.log.Warn("slack: dropped a malformed Socket Mode envelope", "envelope_id", req.EnvelopeID, "err", err)
+		return true
+	}
+	actx, cancel := context.WithTimeout(ctx, AcceptWithin)
+	defer cancel()
+	if _, _, err := b.accept(actx, e); err != nil {
+		if refusedStatus(err) != 0 {
+			b.log.Warn("slack: dropped a Socket Mode event the store cannot take", "envelope_id", req.EnvelopeID, "event_id", e.EventID, "err", err)
+			return true
+		}
+		b.log.Error("slack: could not accept an event; Slack will deliver it again", "event_id", e.EventID, "err", err)
+		return false
+	}
+	return true
+}
+
+// refusedStatus is the HTTP status of an event the store refused for what
+// it holds (ErrInvalidArgument, ErrTooLarge), which no redelivery changes;
+// 0 for any other failure.
+func refusedStatus(err error) int {
+	switch {
+	case errors.Is(err, botstate.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, botstate.ErrInvalidArgument):
+		return http.StatusBadRequest
+	}
+	return 0
 }
