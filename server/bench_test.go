@@ -7,13 +7,16 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/botstate/botstate"
 	"github.com/botstate/botstate/server"
+	"github.com/botstate/botstate/statetest"
 )
 
 // BenchmarkClaim measures a Claim of a new key through the server (mem
@@ -96,4 +99,52 @@ func BenchmarkClaim(b *testing.B) {
 		})
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
 	})
+}
+
+// BenchmarkDashboard renders dashboard pages of a namespace holding 100 k
+// conversations, 100 k held locks with a queued entry each and 100 k
+// subscriptions (statetest.FillBrowse), on the embedded file (the default
+// of botstate serve) and on mem: the namespace page (ten of each list plus
+// the event listings, issues and chart), and a page of 50 at the start and
+// near the end of each list. Pages that read only what they show cost the
+// same at both ends.
+//
+//	go test -run '^$' -bench Dashboard -benchtime 200x ./server/
+func BenchmarkDashboard(b *testing.B) {
+	for _, backend := range []string{"file", "mem"} {
+		b.Run(backend, func(b *testing.B) {
+			raw := "mem://"
+			if backend == "file" {
+				raw = "file://" + filepath.Join(b.TempDir(), "bench.db") + "?nosync=1"
+			}
+			st, err := botstate.Open(context.Background(), raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			if err := statetest.FillBrowse(context.Background(), st.Namespace("bench"), 100_000); err != nil {
+				b.Fatal(err)
+			}
+			srv, err := server.New(server.Config{Store: st, Tokens: map[string]string{}, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, p := range []string{
+				"/ui/ns/bench",
+				"/ui/ns/bench/conversations", "/ui/ns/bench/conversations?after=item-00099900",
+				"/ui/ns/bench/locks", "/ui/ns/bench/locks?after=item-00099900",
+				"/ui/ns/bench/subscriptions", "/ui/ns/bench/subscriptions?after=item-00099900",
+			} {
+				b.Run(strings.TrimPrefix(p, "/ui/ns/bench"), func(b *testing.B) {
+					for b.Loop() {
+						w := httptest.NewRecorder()
+						srv.ServeHTTP(w, httptest.NewRequest("GET", p, nil))
+						if w.Code != 200 || !strings.Contains(w.Body.String(), "item-000") {
+							b.Fatalf("%s: %d %.300s", p, w.Code, w.Body.String())
+						}
+					}
+				})
+			}
+		})
+	}
 }

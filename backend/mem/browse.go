@@ -41,6 +41,9 @@ func (d *Driver) Browse(_ context.Context, ns string, kind driver.Kind, after st
 			for k, c := range s.convs {
 				if wanted(k) && driver.Live(c.ExpiresAt, now) {
 					page = append(page, driver.ConversationRecord(ns, copyConv(c)))
+					if len(page) >= 2*limit {
+						trim()
+					}
 				}
 			}
 		} else {
@@ -52,13 +55,13 @@ func (d *Driver) Browse(_ context.Context, ns string, kind driver.Kind, after st
 				driver.PruneLock(&c, now)
 				if !driver.LockIdle(&c) {
 					page = append(page, driver.LockRecord(ns, c))
+					if len(page) >= 2*limit {
+						trim()
+					}
 				}
 			}
 		}
 		s.mu.Unlock()
-		if len(page) >= 2*limit {
-			trim()
-		}
 	}
 	trim()
 	return page, nil

@@ -161,21 +161,33 @@ func (d *Driver) ListSubscriptions(_ context.Context, ns, after string, limit in
 	if err := d.check(); err != nil {
 		return nil, err
 	}
+	// As Browse: once twice the page is gathered, it is cut to the page and
+	// threads that sort after its last are passed over.
 	var out []driver.Subscription
+	cutoff, cut := "", false
+	trim := func() {
+		slices.SortFunc(out, func(a, b driver.Subscription) int { return strings.Compare(a.Thread, b.Thread) })
+		if len(out) > limit {
+			out = out[:limit]
+		}
+		if len(out) == limit && limit > 0 {
+			cutoff, cut = out[limit-1].Thread, true
+		}
+	}
 	for i := range d.shards {
 		s := &d.shards[i]
 		s.mu.Lock()
 		for k, v := range s.subs {
-			if k.ns == ns && k.key > after && driver.Live(v.ExpiresAt, now) {
+			if k.ns == ns && k.key > after && (!cut || k.key < cutoff) && driver.Live(v.ExpiresAt, now) {
 				out = append(out, *v)
+				if len(out) >= 2*limit {
+					trim()
+				}
 			}
 		}
 		s.mu.Unlock()
 	}
-	slices.SortFunc(out, func(a, b driver.Subscription) int { return strings.Compare(a.Thread, b.Thread) })
-	if len(out) > limit {
-		out = out[:limit]
-	}
+	trim()
 	return out, nil
 }
 
