@@ -1,10 +1,20 @@
 package telegram
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/botstate/botstate"
+	"github.com/botstate/botstate/dispatch"
 )
 
 func TestParseUpdateKinds(t *testing.T) {
@@ -125,7 +135,13 @@ func TestParseUpdateRefuses(t *testing.T) {
 	}
 }
 
-// FuzzParseUpdate: no input panics, and an accepted one keeps its bytes.
+// FuzzParseUpdate: no input panics ParseUpdate; a refusal matches
+// botstate.ErrInvalidArgument; an accepted update keeps a copy of its
+// bytes, parses again to the same fields, names only a kind its JSON holds,
+// and has an update key, a scope the dispatcher takes, and a conversation
+// key or a typed reason for none. The webhook agrees: what ParseUpdate
+// refuses gets 400, stores nothing and runs no handler; what it accepts is
+// claimed under its update key before the 200.
 func FuzzParseUpdate(f *testing.F) {
 	for _, s := range []string{`{"update_id":1,"message":{"chat":{"id":1},"from":{"id":2},"text":"x"}}`,
 		`{"update_id":2,"callback_query":{"from":{"id":1},"message":{"chat":{"id":3}}}}`, `{"update_id":3,"x":null}`, `[]`, `{`} {
@@ -133,8 +149,116 @@ func FuzzParseUpdate(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		u, err := ParseUpdate(raw)
-		if err == nil && (string(u.Raw) != string(raw) || u.ID < 0) {
-			t.Fatalf("accepted %q as %+v", raw, u)
+		if err != nil {
+			if !errors.Is(err, botstate.ErrInvalidArgument) {
+				t.Fatalf("ParseUpdate(%q): untyped error %v", raw, err)
+			}
+		} else {
+			checkUpdate(t, raw, u)
 		}
+		checkWebhook(t, raw, err == nil)
 	})
+}
+
+func checkUpdate(t *testing.T, raw []byte, u *Update) {
+	t.Helper()
+	if string(u.Raw) != string(raw) || u.ID < 0 {
+		t.Fatalf("accepted %q as %+v", raw, u)
+	}
+	if len(raw) > 0 {
+		mutated := bytes.Clone(raw)
+		mutated[0] ^= 0xff
+		if again, err := ParseUpdate(mutated); err == nil && &again.Raw[0] == &mutated[0] {
+			t.Fatal("Raw shares the caller's bytes")
+		}
+	}
+	again, err := ParseUpdate(u.Raw)
+	if err != nil || !reflect.DeepEqual(again, u) {
+		t.Fatalf("%q parses to %+v, then to %+v (%v)", raw, u, again, err)
+	}
+	if u.Kind != "" {
+		// encoding/json matches field names without regard to case.
+		var fields map[string]json.RawMessage
+		_ = json.Unmarshal(raw, &fields)
+		found := false
+		for name, v := range fields {
+			found = found || strings.EqualFold(name, u.Kind) && string(v) != "null"
+		}
+		if !found {
+			t.Fatalf("%q: kind %q is not one of its fields", raw, u.Kind)
+		}
+	}
+	b := &Bot{botID: 4242, bot: "4242"}
+	if _, err := b.UpdateKey(u.ID); err != nil {
+		t.Fatalf("update %d has no key: %v", u.ID, err)
+	}
+	if err := botstate.CheckKey("scope", DefaultScope(u)); err != nil {
+		t.Fatalf("scope %q: %v", DefaultScope(u), err)
+	}
+	_, err = b.ConversationKey(u)
+	switch {
+	case u.ChatID == 0 && u.UserID == 0:
+		if !errors.Is(err, ErrNoConversation) {
+			t.Fatalf("%q names no chat and no user, and gets %v", raw, err)
+		}
+	case err != nil && !errors.Is(err, botstate.ErrInvalidArgument) && !errors.Is(err, botstate.ErrTooLarge):
+		t.Fatalf("%q: untyped conversation key error %v", raw, err)
+	case err != nil && !errors.Is(err, botstate.ErrTooLarge) &&
+		(u.BusinessConnectionID == "" || botstate.CheckKey("business connection id", u.BusinessConnectionID) == nil):
+		t.Fatalf("%q: no conversation key for valid ids: %v", raw, err)
+	}
+}
+
+// checkWebhook posts raw to the webhook of a bot over a fresh store.
+func checkWebhook(t *testing.T, raw []byte, parses bool) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := botstate.Open(ctx, "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	d, err := dispatch.New(st, dispatch.Config{Lease: time.Minute, RecoverEvery: -1, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs atomic.Int64
+	b, err := New(d, Config{Token: testToken, Logger: quiet, Handler: func(context.Context, *Update, *Session) error {
+		runs.Add(1)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before strings.Builder
+	if _, err := st.ExportAll(ctx, &before); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	b.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/telegram", bytes.NewReader(raw)))
+	var u *Update
+	if parses {
+		u, _ = ParseUpdate(raw)
+		key, _ := b.UpdateKey(u.ID)
+		if seen, err := st.Events().Seen(ctx, key); rec.Code != http.StatusOK || err != nil || !seen {
+			t.Fatalf("%q: %d %s, and its update seen: %v %v", raw, rec.Code, rec.Body, seen, err)
+		}
+	} else if rec.Code != http.StatusBadRequest {
+		t.Fatalf("%q: %d %s, want 400", raw, rec.Code, rec.Body)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	if parses {
+		return
+	}
+	var after strings.Builder
+	if _, err := st.ExportAll(ctx, &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.String() != before.String() || runs.Load() != 0 {
+		t.Fatalf("a refused update %q stored:\n%s\nand ran the handler %d times", raw, after.String(), runs.Load())
+	}
 }
