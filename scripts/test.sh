@@ -3,10 +3,12 @@
 #
 # For each service script scripts/services/<name>.sh it runs
 # "<name>.sh start DIR", which installs what is missing, starts the server on
-# free loopback ports, and writes "export VAR=url" lines to DIR/env; then it
-# runs the static checks (scripts/check.sh) on a full run, then go test with
-# the race detector; then "<name>.sh stop DIR" for each,
-# whatever happened. Extra arguments go to go test (default: ./...).
+# free loopback ports, and writes "export VAR=url" lines to DIR/env; on a
+# full run, while they start, it runs the static checks (scripts/check.sh)
+# and then every fuzz target briefly (scripts/fuzz.sh); then go test with
+# the race detector; then "<name>.sh stop DIR" for each, whatever happened.
+# A fuzz failure fails the run after the tests. Extra arguments go to go
+# test (default: ./...).
 #
 # With BOTSTATE_REQUIRE_BACKENDS=1 (as CI runs it) a service that fails to
 # start fails the run; otherwise its backend's tests skip with a message.
@@ -35,11 +37,16 @@ for s in "${services[@]}"; do
   bash scripts/services/$s.sh start "$state/$s" >"$state/$s/start.log" 2>&1 &
   pids+=($!)
 done
-# While they start: the static checks, on a full run (no arguments).
+# While they start: the static checks, then the short fuzz runs (they need
+# no service), on a full run (no arguments).
 if [ $# -eq 0 ] && ! bash scripts/check.sh; then
   echo "static checks failed" >&2
   for p in "${pids[@]}"; do wait "$p"; done
   exit 1
+fi
+fuzz_failed=0
+if [ $# -eq 0 ] && ! bash scripts/fuzz.sh; then
+  fuzz_failed=1
 fi
 failed=0
 for i in "${!services[@]}"; do
@@ -62,3 +69,9 @@ fi
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(./...)
 go test -race -count=1 -timeout 20m "${args[@]}"
+rc=$?
+if [ "$fuzz_failed" = 1 ]; then
+  echo "fuzzing found a failure (above); its input is in the package's testdata/fuzz/" >&2
+  [ "$rc" = 0 ] && rc=1
+fi
+exit "$rc"

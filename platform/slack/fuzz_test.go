@@ -103,8 +103,8 @@ func (fb *fuzzBot) wanted(t *testing.T, body []byte) (e *Event, key string, bad 
 
 // FuzzEventsAPI sends any body to the Events API endpoint, signed with the
 // secret (sign&3 == 0), with another secret (1), or not at all (2, 3):
-// the bot never panics nor answers 5xx (the store cannot fail); a request
-// that is not Slack's gets 401, stores nothing and runs no handler; any
+// the bot never panics nor answers 5xx (the store cannot fail); a body over
+// the limit gets 413 and any other request that is not Slack's 401; any
 // refusal stores nothing and runs no handler; url_verification echoes its
 // challenge; an event the bot handles is claimed in the store under its
 // key before the 200.
@@ -151,13 +151,15 @@ func FuzzEventsAPI(f *testing.F) {
 		switch {
 		case rec.Code >= 500:
 			t.Fatalf("%q: %d %s", body, rec.Code, rec.Body)
+		case len(body) > fuzzMaxBody:
+			// The body is read, up to the limit, before its signature is
+			// checked.
+			if rec.Code != http.StatusRequestEntityTooLarge {
+				t.Fatalf("a body of %d bytes: %d %s", len(body), rec.Code, rec.Body)
+			}
 		case sign&3 != 0:
 			if rec.Code != http.StatusUnauthorized {
 				t.Fatalf("%q without the signature: %d %s", body, rec.Code, rec.Body)
-			}
-		case len(body) > fuzzMaxBody:
-			if rec.Code != http.StatusRequestEntityTooLarge {
-				t.Fatalf("a body of %d bytes: %d %s", len(body), rec.Code, rec.Body)
 			}
 		default:
 			var cb callback
