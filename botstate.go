@@ -214,6 +214,12 @@ func (s *Store) now() time.Time {
 	return s.core.cfg.clock.Now().UTC().Truncate(time.Microsecond)
 }
 
+// judged is the time a takeover of another owner's claim or lock is judged
+// at: now less the clock skew margin (WithClockSkewMargin).
+func (s *Store) judged(now time.Time) time.Time {
+	return now.Add(-s.core.cfg.skewMargin)
+}
+
 // after returns now+d truncated to microseconds, or the zero time (never)
 // when d is zero.
 func after(now time.Time, d time.Duration) time.Time {

@@ -24,6 +24,14 @@ func TestOpenRefusesBadURLsAndOptions(t *testing.T) {
 		"nil clock":       func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithClock(nil)); return err },
 		"negative window": func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithEventWindow(-1)); return err },
 		"zero window":     func() error { _, err := botstate.Open(ctx, "mem://", botstate.WithEventWindow(0)); return err },
+		"negative skew margin": func() error {
+			_, err := botstate.Open(ctx, "mem://", botstate.WithClockSkewMargin(-time.Nanosecond))
+			return err
+		},
+		"huge skew margin": func() error {
+			_, err := botstate.Open(ctx, "mem://", botstate.WithClockSkewMargin(botstate.MaxClockSkewMargin+1))
+			return err
+		},
 		"absurd TTL": func() error {
 			_, err := botstate.Open(ctx, "mem://", botstate.WithConversationTTL(botstate.MaxTTL+1))
 			return err

@@ -250,8 +250,10 @@ func (e *Events) claim(ctx context.Context, op, key string, payload []byte, leas
 	}
 	now := s.now()
 	leaseUntil := after(now, lease)
+	// The claim's lease starts now; whether another owner's lease lapsed
+	// (or a released event's retry time came) is judged with the margin.
 	req := driver.ClaimRequest{
-		EventWrite: driver.EventWrite{Key: key, Payload: payload, Now: now,
+		EventWrite: driver.EventWrite{Key: key, Payload: payload, Now: s.judged(now),
 			ExpiresAt: after(leaseUntil, s.core.cfg.eventWindow), Limit: s.core.cfg.eventLimit},
 		LeaseUntil: leaseUntil, Existing: existing, Holder: holder, MaxAttempts: s.core.cfg.maxAttempts,
 	}
@@ -495,28 +497,30 @@ func checkLimit(op string, limit int) (int, error) {
 // Expired lists up to limit claims whose lease lapsed (their worker died or
 // hung), oldest first. Reclaim takes one over.
 func (e *Events) Expired(ctx context.Context, limit int) ([]Event, error) {
-	return e.list(ctx, "Events.Expired", limit, e.s.core.drv.ExpiredEvents)
+	return e.list(ctx, "Events.Expired", limit, true, e.s.core.drv.ExpiredEvents)
 }
 
 // Due lists up to limit events to re-drive now, oldest first: claims whose
 // lease lapsed and released events whose retry time came. Reclaim takes
 // one over. It is the one listing a recovery loop needs.
 func (e *Events) Due(ctx context.Context, limit int) ([]Event, error) {
-	return e.list(ctx, "Events.Due", limit, e.s.core.drv.DueEvents)
+	return e.list(ctx, "Events.Due", limit, true, e.s.core.drv.DueEvents)
 }
 
 // Failed lists up to limit events parked as failed, oldest first.
 func (e *Events) Failed(ctx context.Context, limit int) ([]Event, error) {
-	return e.list(ctx, "Events.Failed", limit, e.s.core.drv.FailedEvents)
+	return e.list(ctx, "Events.Failed", limit, false, e.s.core.drv.FailedEvents)
 }
 
 // Pending lists up to limit events that are neither completed nor failed
 // (recorded, claimed or released), oldest first.
 func (e *Events) Pending(ctx context.Context, limit int) ([]Event, error) {
-	return e.list(ctx, "Events.Pending", limit, e.s.core.drv.PendingEvents)
+	return e.list(ctx, "Events.Pending", limit, false, e.s.core.drv.PendingEvents)
 }
 
-func (e *Events) list(ctx context.Context, op string, limit int, fn func(context.Context, string, time.Time, int) ([]Event, error)) ([]Event, error) {
+// list runs a listing; takeovers lists what may be taken over, judged
+// with the clock skew margin.
+func (e *Events) list(ctx context.Context, op string, limit int, takeovers bool, fn func(context.Context, string, time.Time, int) ([]Event, error)) ([]Event, error) {
 	s := e.s
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
@@ -525,7 +529,11 @@ func (e *Events) list(ctx context.Context, op string, limit int, fn func(context
 	if err != nil {
 		return nil, err
 	}
-	evs, err := fn(ctx, s.ns, s.now(), limit)
+	now := s.now()
+	if takeovers {
+		now = s.judged(now)
+	}
+	evs, err := fn(ctx, s.ns, now, limit)
 	return evs, wrap(op, err)
 }
 

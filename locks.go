@@ -185,7 +185,7 @@ func (l *Locks) Acquire(ctx context.Context, key, owner string, entry []byte, p 
 	}
 	now := s.now()
 	return l.acquire(ctx, op, driver.AcquireRequest{
-		Key: key, Owner: owner, Strategy: st, Entry: entry, Now: now, ExpiresAt: after(now, p.TTL),
+		Key: key, Owner: owner, Strategy: st, Entry: entry, Now: s.judged(now), ExpiresAt: after(now, p.TTL),
 		MaxHolders: p.MaxHolders, QueueMax: p.QueueMax, DropNewest: p.OnFull == DropNewest,
 		EntryExpiresAt: after(now, entryTTL), IdleExpiresAt: after(now, lockIdleRetention),
 		QueueWhenFull: p.QueueWhenFull,
@@ -231,7 +231,7 @@ func (l *Locks) TakeOver(ctx context.Context, key, owner string, ttl time.Durati
 	}
 	now := s.now()
 	return l.acquire(ctx, op, driver.AcquireRequest{
-		Key: key, Owner: owner, Strategy: Queue, Now: now, ExpiresAt: after(now, ttl),
+		Key: key, Owner: owner, Strategy: Queue, Now: s.judged(now), ExpiresAt: after(now, ttl),
 		IdleExpiresAt: after(now, lockIdleRetention), NoEntry: true,
 	})
 }
@@ -248,7 +248,7 @@ func (l *Locks) Lapsed(ctx context.Context, limit int) ([]LockState, error) {
 	if err != nil {
 		return nil, err
 	}
-	sts, err := s.core.drv.LapsedLocks(ctx, s.ns, s.now(), limit)
+	sts, err := s.core.drv.LapsedLocks(ctx, s.ns, s.judged(s.now()), limit)
 	return sts, wrap(op, err)
 }
 
@@ -447,34 +447,63 @@ func startKeeper[T any](ctx context.Context, err error, cur T, until time.Time, 
 
 func (k *keeper[T]) run(ctx context.Context, ttl time.Duration, lost error, renew func(context.Context, T) (T, time.Time, error), now func() time.Time) {
 	defer close(k.done)
-	t := time.NewTicker(max(ttl/3, time.Millisecond))
-	defer t.Stop()
+	// Renew every ttl/3; after a transient failure, again after ttl/10.
+	// end fires when the lease ends by this process's clock with no renewal
+	// in: the holder treats the lease as lost at its end, whatever the
+	// backend would say later (another replica may take it over from then,
+	// see WithClockSkewMargin). A renewal may take until that end.
+	// The first renewal comes sooner when the lease handed in is close to
+	// its end already (a claim that waited for its thread's lock).
+	period, retry := max(ttl/3, time.Millisecond), max(ttl/10, time.Millisecond)
+	next := time.NewTimer(max(min(period, k.until.Sub(now())/2), time.Millisecond))
+	defer next.Stop()
+	end := time.NewTimer(time.Hour)
+	defer end.Stop()
+	fail := func(err error) {
+		k.mu.Lock()
+		k.err = err
+		k.mu.Unlock()
+		k.cancel(lost)
+	}
 	for {
+		k.mu.Lock()
+		cur, until := k.cur, k.until
+		k.mu.Unlock()
+		end.Reset(max(until.Sub(now()), time.Millisecond))
 		select {
 		case <-k.stopc:
 			return
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-end.C:
+			if !now().Before(until) {
+				fail(fmt.Errorf("%w: the lease ended at %v with no renewal in", lost, until.Format(time.RFC3339Nano)))
+				return
+			}
+			continue // a clock that stands still (tests): wait again
+		case <-next.C:
 		}
-		k.mu.Lock()
-		cur, until := k.cur, k.until
-		k.mu.Unlock()
-		rctx, cancel := context.WithTimeout(ctx, ttl/3+time.Millisecond)
-		next, nextUntil, err := renew(rctx, cur)
-		cancel()
-		k.mu.Lock()
-		switch {
-		case err == nil:
-			k.cur, k.until = next, nextUntil
-		case errors.Is(err, ErrNotOwner) || !now().Before(until):
-			// Lost for sure, or a transient error lasted past the expiry.
-			k.err = fmt.Errorf("%w: %v", lost, err)
-			k.mu.Unlock()
-			k.cancel(lost)
+		left := until.Sub(now())
+		if left <= 0 {
+			fail(fmt.Errorf("%w: the lease ended at %v with no renewal in", lost, until.Format(time.RFC3339Nano)))
 			return
 		}
-		k.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, left)
+		upd, updUntil, err := renew(rctx, cur)
+		cancel()
+		switch {
+		case err == nil:
+			k.mu.Lock()
+			k.cur, k.until = upd, updUntil
+			k.mu.Unlock()
+			next.Reset(period)
+		case errors.Is(err, ErrNotOwner) || !now().Before(until):
+			// Lost for sure, or a transient error lasted past the end.
+			fail(fmt.Errorf("%w: %v", lost, err))
+			return
+		default:
+			next.Reset(retry)
+		}
 	}
 }
 

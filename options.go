@@ -43,6 +43,7 @@ type config struct {
 	issueRetention time.Duration
 	sweepInterval  time.Duration
 	maxAttempts    int
+	skewMargin     time.Duration
 	errs           []error
 }
 
@@ -167,5 +168,30 @@ func WithMaxAttempts(n int) Option {
 			return
 		}
 		c.maxAttempts = n
+	}
+}
+
+// MaxClockSkewMargin bounds WithClockSkewMargin.
+const MaxClockSkewMargin = time.Hour
+
+// WithClockSkewMargin makes this store wait d past the end of another
+// owner's lease before it takes the claim or lock over, lists it as lapsed
+// (Expired, Due, Locks.Lapsed) or re-drives a released event: a takeover is
+// judged at the store's time minus d. Every lease and expiry is judged by
+// the caller's clock, so without a margin a replica whose clock runs ahead
+// takes over a live claim early and two handlers of one thread overlap
+// (fencing still refuses the old holder's writes, not its handler). The
+// holder's side needs nothing: Heartbeat cancels its context at the lease
+// end by its own clock. With margin d, no takeover happens early while the
+// clocks of the replicas differ by less than d. Default 0 (the clocks are
+// trusted); set it on every replica, for instance to twice the skew NTP
+// keeps between the hosts, a second or two. Up to MaxClockSkewMargin.
+func WithClockSkewMargin(d time.Duration) Option {
+	return func(c *config) {
+		if d < 0 || d > MaxClockSkewMargin {
+			c.errs = append(c.errs, invalid("Open", "clock skew margin %v out of range [0, %v]", d, MaxClockSkewMargin))
+			return
+		}
+		c.skewMargin = d
 	}
 }
