@@ -1,6 +1,7 @@
 package lincheck
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/anishathalye/porcupine"
@@ -121,14 +122,16 @@ func EventModel(maxAttempts int) porcupine.Model {
 		},
 		DescribeOperation: func(in, out any) string {
 			i, o := in.(EventInput), out.(EventOutput)
-			return fmt.Sprintf("%s(%s token=%q payload=%q result=%q reason=%q) -> %+v", i.Op, i.Key, i.Token, i.Payload, i.Result, i.Reason, o)
+			res := cmp.Or(fields("", o.Err, "", o.Status, "token", o.Token, "payload", o.Payload, "result", o.Result,
+				"last_error", o.LastError, "attempts", o.Attempts), "ok")
+			return fmt.Sprintf("%s(%s) -> %s", i.Op, fields("", i.Key, "token", i.Token, "payload", i.Payload, "result", i.Result, "reason", i.Reason), res)
 		},
 		DescribeState: func(st any) string {
 			s := st.(eventState)
 			if s.Status == "" {
 				return "absent"
 			}
-			return fmt.Sprintf("%s token=%q attempts=%d payload=%q result=%q last_error=%q", s.Status, s.Token, s.Attempts, s.Payload, s.Result, s.LastError)
+			return fields("", s.Status, "token", s.Token, "attempts", s.Attempts, "payload", s.Payload, "result", s.Result, "last_error", s.LastError)
 		},
 	}
 }

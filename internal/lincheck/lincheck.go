@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -235,4 +236,49 @@ func DescribeIllegal(model porcupine.Model, history []porcupine.Operation, timeo
 		return b.String()
 	}
 	return "  (no single key's history is illegal on its own)\n"
+}
+
+// fields formats the pairs name, value whose value is not zero as
+// "name=value", space-separated; a name of "" shows the value alone.
+func fields(pairs ...any) string {
+	var parts []string
+	for i := 0; i+1 < len(pairs); i += 2 {
+		name, v := pairs[i].(string), pairs[i+1]
+		switch x := v.(type) {
+		case string:
+			if x == "" {
+				continue
+			}
+			if name != "" {
+				v = strconv.Quote(x)
+			}
+		case int:
+			if x == 0 {
+				continue
+			}
+		case uint64:
+			if x == 0 {
+				continue
+			}
+		case bool:
+			if !x {
+				continue
+			}
+		case []string:
+			if len(x) == 0 {
+				continue
+			}
+			v = fmt.Sprintf("%q", x)
+		case []LockHolder:
+			if len(x) == 0 {
+				continue
+			}
+		}
+		if name == "" {
+			parts = append(parts, fmt.Sprint(v))
+		} else {
+			parts = append(parts, name+"="+fmt.Sprint(v))
+		}
+	}
+	return strings.Join(parts, " ")
 }

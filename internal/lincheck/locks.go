@@ -1,6 +1,7 @@
 package lincheck
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -253,15 +254,21 @@ func LockModel() porcupine.Model {
 		Hash:  func(st any) uint64 { return st.(lockState).hash() },
 		DescribeOperation: func(in, out any) string {
 			i, o := in.(LockInput), out.(LockOutput)
-			pol := ""
-			if i.Op == LockAcquire {
-				pol = fmt.Sprintf(" %s max=%d drop_newest=%v holders=%d queue_when_full=%v", i.Strategy, i.QueueMax, i.DropNewest, i.MaxHolders, i.QueueWhenFull)
+			held := ""
+			if (i.Op == LockHandover || i.Op == LockNext) && o.Err == "" {
+				held = "released"
+				if o.Held {
+					held = "held"
+				}
 			}
-			return fmt.Sprintf("%s(%s owner=%q entry=%q token=%d%s) -> %+v", i.Op, i.Key, i.Owner, i.Entry, i.Token, pol, o)
+			res := cmp.Or(fields("", o.Err, "", o.Status, "", held, "token", o.Token, "next", o.Next, "dropped", o.Dropped,
+				"skipped", o.Skipped, "entries", o.Entries, "holders", o.Holders, "fence", o.Fence), "ok")
+			return fmt.Sprintf("%s(%s) -> %s", i.Op, fields("", i.Key, "owner", i.Owner, "entry", i.Entry, "token", i.Token,
+				"", i.Strategy, "queue_max", i.QueueMax, "drop_newest", i.DropNewest, "max_holders", i.MaxHolders, "queue_when_full", i.QueueWhenFull), res)
 		},
 		DescribeState: func(st any) string {
 			s := st.(lockState)
-			return fmt.Sprintf("holders=%v fence=%d pending=%q skipped=%q", s.holders, s.fence, s.pending, s.skipped)
+			return cmp.Or(fields("holders", s.holders, "fence", s.fence, "pending", s.pending, "skipped", s.skipped), "never locked")
 		},
 	}
 }
