@@ -79,8 +79,9 @@ func TestFailoverClusterMasterKill(t *testing.T) {
 		}
 	}
 	defer halt()
-	for _, l := range loads {
-		l.waitAcked(t, 100, 1500*time.Millisecond)
+	loads[0].waitAcked(t, 100, 1500*time.Millisecond)
+	for _, l := range loads[1:] {
+		l.waitAcked(t, 100, 0)
 	}
 
 	for _, l := range loads {
@@ -143,8 +144,7 @@ type redisCluster struct {
 }
 
 // startCluster starts six nodes, joins them with redis-cli --cluster
-// create, and waits until every node sees cluster_state:ok with six known
-// nodes and every replica's link to its master is up.
+// create, and waits until every node has settled.
 func startCluster(t *testing.T) *redisCluster {
 	t.Helper()
 	dir := t.TempDir()
@@ -172,21 +172,43 @@ func startCluster(t *testing.T) *redisCluster {
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		ready := 0
 		for _, n := range c.nodes {
-			info := n.cli(t, "CLUSTER", "INFO")
-			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_known_nodes:6") {
-				continue
-			}
-			if repl := n.cli(t, "INFO", "replication"); strings.Contains(repl, "role:master") || strings.Contains(repl, "master_link_status:up") {
+			if c.settled(t, n) {
 				ready++
 			}
 		}
-		if ready == len(c.nodes) && len(c.masters(t)) == 3 {
+		if ready == len(c.nodes) {
 			return c
 		}
 		if time.Now().After(end) {
 			t.Fatalf("the cluster was not ready within 30 s: %d of %d nodes ready\n%s", ready, len(c.nodes), c.nodes[0].cli(t, "CLUSTER", "NODES"))
 		}
 	}
+}
+
+// settled: n sees cluster_state:ok, three masters serving slots and three
+// replicas, none failing nor in handshake, and if n is a replica its link
+// to its master is up.
+func (c *redisCluster) settled(t *testing.T, n *redisProc) bool {
+	t.Helper()
+	if !strings.Contains(n.cli(t, "CLUSTER", "INFO"), "cluster_state:ok") {
+		return false
+	}
+	masters, replicas := 0, 0
+	for _, cn := range c.viewFrom(t, n) {
+		switch {
+		case strings.Contains(cn.flags, "fail") || strings.Contains(cn.flags, "handshake") || strings.Contains(cn.flags, "noaddr"):
+			return false
+		case strings.Contains(cn.flags, "master") && len(cn.slots) > 0:
+			masters++
+		case strings.Contains(cn.flags, "slave"):
+			replicas++
+		}
+	}
+	if masters != 3 || replicas != 3 {
+		return false
+	}
+	repl := n.cli(t, "INFO", "replication")
+	return strings.Contains(repl, "role:master") || strings.Contains(repl, "master_link_status:up")
 }
 
 // clusterNode is a line of CLUSTER NODES.
@@ -201,37 +223,42 @@ func (c *redisCluster) view(t *testing.T) []clusterNode {
 	for _, n := range c.nodes {
 		select {
 		case <-n.exited:
-			continue
 		default:
+			return c.viewFrom(t, n)
 		}
-		var out []clusterNode
-		for _, line := range strings.Split(n.cli(t, "CLUSTER", "NODES"), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 8 {
-				t.Fatalf("CLUSTER NODES line %q", line)
-			}
-			cn := clusterNode{id: f[0], flags: f[2], master: f[3]}
-			for _, r := range f[8:] {
-				if strings.HasPrefix(r, "[") {
-					continue // a slot being migrated
-				}
-				lo, hi, ok := strings.Cut(r, "-")
-				if !ok {
-					hi = lo
-				}
-				a, err1 := strconv.Atoi(lo)
-				b, err2 := strconv.Atoi(hi)
-				if err1 != nil || err2 != nil {
-					t.Fatalf("CLUSTER NODES slot range %q", r)
-				}
-				cn.slots = append(cn.slots, [2]int{a, b})
-			}
-			out = append(out, cn)
-		}
-		return out
 	}
 	t.Fatal("no node of the cluster is running")
 	return nil
+}
+
+// viewFrom returns CLUSTER NODES as n sees it.
+func (c *redisCluster) viewFrom(t *testing.T, n *redisProc) []clusterNode {
+	t.Helper()
+	var out []clusterNode
+	for _, line := range strings.Split(n.cli(t, "CLUSTER", "NODES"), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 {
+			t.Fatalf("CLUSTER NODES line %q", line)
+		}
+		cn := clusterNode{id: f[0], flags: f[2], master: f[3]}
+		for _, r := range f[8:] {
+			if strings.HasPrefix(r, "[") {
+				continue // a slot being migrated
+			}
+			lo, hi, ok := strings.Cut(r, "-")
+			if !ok {
+				hi = lo
+			}
+			a, err1 := strconv.Atoi(lo)
+			b, err2 := strconv.Atoi(hi)
+			if err1 != nil || err2 != nil {
+				t.Fatalf("CLUSTER NODES slot range %q", r)
+			}
+			cn.slots = append(cn.slots, [2]int{a, b})
+		}
+		out = append(out, cn)
+	}
+	return out
 }
 
 // masters returns the ids of the nodes that serve slots, with their slot
