@@ -25,6 +25,7 @@ import (
 	"github.com/botstate/botstate"
 	_ "github.com/botstate/botstate/backend/client"
 	_ "github.com/botstate/botstate/backend/dynamodb"
+	_ "github.com/botstate/botstate/backend/file"
 	_ "github.com/botstate/botstate/backend/mem"
 	_ "github.com/botstate/botstate/backend/postgres"
 	_ "github.com/botstate/botstate/backend/redis"
@@ -214,6 +215,45 @@ func outcomes(ops []porcupine.Operation) string {
 	return b.String()
 }
 
+// crossProcess counts the fenced calls (Extend, Complete, Release, Fail,
+// TakeOver; Extend, Release, Abandon, Handover, Next) that presented a token
+// granted to a worker of another process: accepted, and refused.
+func crossProcess(h history, goroutines int) string {
+	granted := map[string]int{} // event token or lock key/token -> client
+	for _, op := range h.events {
+		if o := op.Output.(lincheck.EventOutput); o.Status == "claimed" {
+			granted[o.Token] = op.ClientId
+		}
+	}
+	for _, op := range h.locks {
+		if o := op.Output.(lincheck.LockOutput); o.Status == "acquired" {
+			granted[fmt.Sprintf("%s/%d", op.Input.(lincheck.LockInput).Key, o.Token)] = op.ClientId
+		}
+	}
+	var accepted, refused int
+	count := func(token string, client int, err string) {
+		if g, ok := granted[token]; ok && g/goroutines != client/goroutines {
+			if err == "" {
+				accepted++
+			} else {
+				refused++
+			}
+		}
+	}
+	for _, op := range h.events {
+		in, o := op.Input.(lincheck.EventInput), op.Output.(lincheck.EventOutput)
+		if in.Token != "" && o.Status != "claimed" {
+			count(in.Token, op.ClientId, o.Err)
+		}
+	}
+	for _, op := range h.locks {
+		if in := op.Input.(lincheck.LockInput); in.Token != 0 {
+			count(fmt.Sprintf("%s/%d", in.Key, in.Token), op.ClientId, op.Output.(lincheck.LockOutput).Err)
+		}
+	}
+	return fmt.Sprintf("calls with another process's token: %d accepted, %d refused", accepted, refused)
+}
+
 // lockIdleLimit is the longest pause between two operations on one lock
 // key that the lock model is sure of: a lock record left idle (no holder,
 // no entry) is dropped after a minute (its fence and skipped entries with
@@ -241,12 +281,12 @@ func pauses(t *testing.T, ops []porcupine.Operation) {
 	}
 }
 
-// serve starts a botstate server over a mem store on a loopback listener
-// for the test's length, with a token for the children, and returns the
-// URL they open.
-func serve(t *testing.T) string {
+// serve starts a botstate server over the store at url on a loopback
+// listener for the test's length, with a token for the children, and
+// returns the URL they open.
+func serve(t *testing.T, url string) string {
 	t.Helper()
-	st, err := botstate.Open(context.Background(), "mem://")
+	st, err := botstate.Open(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,19 +333,24 @@ const checkTimeout = 2 * time.Minute
 // client) and checks the merged history of their event and lock operations
 // against the models of the contract.
 func TestHistoriesAcrossProcessesAreLinearizable(t *testing.T) {
-	for _, b := range []struct{ name, env string }{
-		{"redis", "BOTSTATE_REDIS_URL"},
-		{"redis-cluster", "BOTSTATE_REDIS_CLUSTER_URL"},
-		{"postgres", "BOTSTATE_POSTGRES_URL"},
-		{"dynamodb", "BOTSTATE_DYNAMODB_URL"},
-		{"http", ""},
+	for _, b := range []struct{ name, env, served string }{
+		{name: "redis", env: "BOTSTATE_REDIS_URL"},
+		{name: "redis-cluster", env: "BOTSTATE_REDIS_CLUSTER_URL"},
+		{name: "postgres", env: "BOTSTATE_POSTGRES_URL"},
+		{name: "dynamodb", env: "BOTSTATE_DYNAMODB_URL"},
+		// The server over the two backends that live in one process.
+		{name: "http-mem", served: "mem://"},
+		{name: "http-file", served: "file://"},
 	} {
 		t.Run(b.name, func(t *testing.T) {
 			var url string
-			if b.env == "" {
-				url = serve(t)
-			} else {
+			switch b.served {
+			case "":
 				url = statetest.BackendURL(t, b.env)
+			case "file://":
+				url = serve(t, "file://"+filepath.ToSlash(filepath.Join(t.TempDir(), "state.db")))
+			default:
+				url = serve(t, b.served)
 			}
 			prepare(t, url)
 			start := time.Now()
@@ -320,9 +365,9 @@ func TestHistoriesAcrossProcessesAreLinearizable(t *testing.T) {
 			if ev == porcupine.Unknown || lk == porcupine.Unknown {
 				t.Errorf("a check ran out of time (%v): no verdict", checkTimeout)
 			}
-			t.Logf("%d processes × %d workers: %d event and %d lock operations in %v (history spans %v), checked in %v\nevents:%s\nlocks:%s",
+			t.Logf("%d processes × %d workers: %d event and %d lock operations in %v (history spans %v), checked in %v; %s\nevents:%s\nlocks:%s",
 				processes, goroutines, len(h.events), len(h.locks), ran.Round(time.Millisecond), h.span.Round(time.Millisecond), time.Since(start).Round(time.Millisecond),
-				outcomes(h.events), outcomes(h.locks))
+				crossProcess(h, goroutines), outcomes(h.events), outcomes(h.locks))
 		})
 	}
 }
@@ -333,7 +378,7 @@ func TestHistoriesAcrossProcessesAreLinearizable(t *testing.T) {
 // acquired while held) and requires both checks to refuse the history and
 // write porcupine's visualisation of it.
 func TestCheckerDetectsBrokenBackend(t *testing.T) {
-	h := run{url: serve(t), processes: processes, goroutines: 2, ops: 300, broken: "1"}.children(t)
+	h := run{url: serve(t, "mem://"), processes: processes, goroutines: 2, ops: 300, broken: "1"}.children(t)
 	unexpected(t, h.events)
 	unexpected(t, h.locks)
 	dir := t.ArtifactDir()

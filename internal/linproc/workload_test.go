@@ -89,7 +89,7 @@ func (w *worker) eventToken() botstate.EventToken {
 		tok := w.tokens[w.rng.IntN(len(w.tokens))]
 		tok.Key = w.eventKey()
 		return tok
-	case r < 12:
+	case r < 14:
 		return w.tokens[len(w.tokens)-1]
 	}
 	return w.tokens[w.rng.IntN(len(w.tokens))]
@@ -108,51 +108,51 @@ func (w *worker) event(in lincheck.EventInput, call func() lincheck.EventOutput)
 func (w *worker) eventOp(ctx context.Context) {
 	ev, key := w.ev, w.eventKey()
 	switch r := w.rng.IntN(100); {
-	case r < 24:
+	case r < 28:
 		in := lincheck.EventInput{Op: lincheck.EventClaim, Key: key, Payload: w.tag("p")}
 		w.learnClaim(w.event(in, func() lincheck.EventOutput {
 			return lincheck.ClaimOutput(ev.Claim(ctx, key, []byte(in.Payload), lease))
 		}), key)
-	case r < 28:
+	case r < 31:
 		w.learnClaim(w.event(lincheck.EventInput{Op: lincheck.EventReclaim, Key: key}, func() lincheck.EventOutput {
 			return lincheck.ClaimOutput(ev.Reclaim(ctx, key, lease))
 		}), key)
-	case r < 33:
+	case r < 36:
 		tok := w.eventToken()
 		w.learnClaim(w.event(lincheck.EventInput{Op: lincheck.EventTakeOver, Key: tok.Key, Token: tok.ID}, func() lincheck.EventOutput {
 			return lincheck.ClaimOutput(ev.TakeOver(ctx, tok, lease))
 		}), tok.Key)
-	case r < 46:
+	case r < 51:
 		tok, result := w.eventToken(), w.tag("r")
 		w.event(lincheck.EventInput{Op: lincheck.EventComplete, Key: tok.Key, Token: tok.ID, Result: result}, func() lincheck.EventOutput {
 			return lincheck.ErrOutput(ev.Complete(ctx, tok, []byte(result)))
 		})
-	case r < 58:
+	case r < 63:
 		tok := w.eventToken()
 		w.event(lincheck.EventInput{Op: lincheck.EventRelease, Key: tok.Key, Token: tok.ID}, func() lincheck.EventOutput {
 			return lincheck.ErrOutput(ev.Release(ctx, tok))
 		})
-	case r < 64:
+	case r < 69:
 		tok := w.eventToken()
 		w.event(lincheck.EventInput{Op: lincheck.EventExtend, Key: tok.Key, Token: tok.ID}, func() lincheck.EventOutput {
 			_, err := ev.Extend(ctx, tok, lease)
 			return lincheck.ErrOutput(err)
 		})
-	case r < 67:
+	case r < 72:
 		tok, reason := w.eventToken(), w.tag("f")
 		w.event(lincheck.EventInput{Op: lincheck.EventFail, Key: tok.Key, Token: tok.ID, Reason: reason}, func() lincheck.EventOutput {
 			return lincheck.ErrOutput(ev.Fail(ctx, tok, reason))
 		})
-	case r < 80:
+	case r < 83:
 		w.learnClaim(w.event(lincheck.EventInput{Op: lincheck.EventGet, Key: key}, func() lincheck.EventOutput {
 			return lincheck.GetOutput(ev.Get(ctx, key))
 		}), key)
-	case r < 84:
+	case r < 87:
 		payload := w.tag("p")
 		w.event(lincheck.EventInput{Op: lincheck.EventRecord, Key: key, Payload: payload}, func() lincheck.EventOutput {
 			return lincheck.RecordOutput(ev.Record(ctx, key, []byte(payload)))
 		})
-	case r < 90:
+	case r < 93:
 		w.event(lincheck.EventInput{Op: lincheck.EventForget, Key: key}, func() lincheck.EventOutput {
 			return lincheck.ErrOutput(ev.Forget(ctx, key))
 		})
