@@ -254,6 +254,7 @@ type load struct {
 	notOwner     atomic.Int64 // Completes refused with ErrNotOwner
 	odd          atomic.Int64 // Claims of a fresh key that did not say Claimed
 	firstOK      atomic.Int64 // ns from the mark to the first acknowledgement of a key claimed after it
+	firstFail    atomic.Int64 // ns from the mark to the end of the first failed call
 	lastFail     atomic.Int64 // ns from the mark to the end of the last failed call
 
 	mu       sync.Mutex
@@ -265,6 +266,7 @@ type load struct {
 func startLoad(ev *botstate.Events, prefix string, workers int, deadline time.Duration) *load {
 	l := &load{ev: ev, prefix: prefix, deadline: deadline, stop: make(chan struct{})}
 	l.firstOK.Store(-1)
+	l.firstFail.Store(-1)
 	for range workers {
 		l.wg.Add(1)
 		go l.work()
@@ -338,6 +340,7 @@ func (l *load) call(op string, fn func(context.Context) error) error {
 	} else {
 		l.failedAfter.Add(1)
 		end := time.Now().UnixNano() - m
+		l.firstFail.CompareAndSwap(-1, end)
 		for old := l.lastFail.Load(); end > old && !l.lastFail.CompareAndSwap(old, end); old = l.lastFail.Load() {
 		}
 	}
@@ -471,9 +474,10 @@ func (l *load) unsureCompleted(t *testing.T, ev *botstate.Events) int {
 // report logs what the load saw around the fault.
 func (l *load) report(t *testing.T, fault string) {
 	t.Helper()
-	t.Logf("%s: %d completions acknowledged (%d before the %s), %d calls under way at the %s, %d calls failed before it and %d after (the last %v after it), %d Completes refused with ErrNotOwner, %d Completes with an unknown outcome, %d fresh keys not Claimed",
+	t.Logf("%s: %d completions acknowledged (%d before the %s), %d calls under way at the %s, %d calls failed before it and %d after (from %v to %v after it), %d Completes refused with ErrNotOwner, %d Completes with an unknown outcome, %d fresh keys not Claimed",
 		l.prefix, len(l.acked), l.before.Load(), fault, l.inFlightMark, fault, l.failedBefore.Load(), l.failedAfter.Load(),
-		time.Duration(max(0, l.lastFail.Load())).Round(time.Millisecond), l.notOwner.Load(), len(l.unsure), l.odd.Load())
+		time.Duration(max(0, l.firstFail.Load())).Round(time.Millisecond), time.Duration(max(0, l.lastFail.Load())).Round(time.Millisecond),
+		l.notOwner.Load(), len(l.unsure), l.odd.Load())
 }
 
 func (l *load) checkProblems(t *testing.T) {

@@ -36,7 +36,10 @@ func TestFailoverClusterMasterKill(t *testing.T) {
 	// One namespace per master: namespace n's events are in the slot of
 	// the hash tag "n:e" (the default prefix is outside the braces).
 	owners := c.masters(t)
-	var namespaces []string // namespaces[i] is on masters[i]
+	var (
+		namespaces []string // namespaces[i] is on masters[i]
+		slots      []int    // the slot of namespaces[i]'s events
+	)
 	masters := make([]string, 0, len(owners))
 	for id := range owners {
 		masters = append(masters, id)
@@ -52,6 +55,7 @@ func TestFailoverClusterMasterKill(t *testing.T) {
 		}
 		if id := c.owner(t, slot); id == masters[len(namespaces)] {
 			namespaces = append(namespaces, ns)
+			slots = append(slots, slot)
 		}
 	}
 	victim := c.byID[masters[0]]
@@ -105,8 +109,8 @@ func TestFailoverClusterMasterKill(t *testing.T) {
 	time.Sleep(time.Second) // load on the new topology
 	halt()
 
-	t.Logf("master %s killed: its replica %s was a master %v later (ROLE, polled every 25 ms); calls on its slots succeeded again %v after the kill, and failed until %v after it",
-		victim.addr, replica.addr, promoted.Round(time.Millisecond), recovered.Round(time.Millisecond), time.Duration(loads[0].lastFail.Load()).Round(time.Millisecond))
+	t.Logf("master %s killed: its replica %s was a master %v later (ROLE, polled every 25 ms); calls on its slots succeeded again %v after the kill",
+		victim.addr, replica.addr, promoted.Round(time.Millisecond), recovered.Round(time.Millisecond))
 	for i, l := range loads {
 		ev := st.Namespace(namespaces[i]).Events()
 		l.report(t, "kill")
@@ -117,6 +121,11 @@ func TestFailoverClusterMasterKill(t *testing.T) {
 			if len(missing) > 0 {
 				t.Logf("lost:\n%s", strings.Join(firstOf(missing, 20), "\n"))
 			}
+		} else if owner := c.owner(t, slots[i]); owner != masters[i] {
+			// Not botstate's doing: a node too slow to answer within the
+			// node timeout on a loaded machine.
+			t.Logf("%s: its master %s was replaced by %s without being killed (an unplanned failover); %d of %d acknowledged completions are not completed",
+				namespaces[i], c.byID[masters[i]].addr, c.byID[owner].addr, len(missing), len(l.acked))
 		} else if len(missing) > 0 {
 			t.Errorf("%s (on master %s, not killed): %d of %d acknowledged completions are not completed:\n%s",
 				namespaces[i], c.byID[masters[i]].addr, len(missing), len(l.acked), strings.Join(firstOf(missing, 20), "\n"))
