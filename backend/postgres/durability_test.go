@@ -59,6 +59,7 @@ func TestDurabilityPostmasterKill(t *testing.T) {
 	defer st.Close()
 
 	l := startLoad(st.Namespace("durability").Events(), "k", 8, time.Second)
+	defer l.halt() // on a failure
 	l.waitAcked(t, 200, 1500*time.Millisecond)
 	l.mark()
 	pg.kill(t)

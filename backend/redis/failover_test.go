@@ -69,6 +69,7 @@ func TestFailoverClusterMasterKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer st.Close() // on a failure; the test closes it itself before the leak check
 	loads := make([]*load, len(namespaces))
 	for i, ns := range namespaces {
 		workers := 2
