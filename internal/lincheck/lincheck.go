@@ -138,10 +138,11 @@ func Check(model porcupine.Model, history []porcupine.Operation, timeout time.Du
 
 // VisualizationDir is where a test writes the visualisation of a history
 // that failed its check, so that it outlives the test:
-// $BOTSTATE_LINEARIZABILITY_DIR when set, t's artifact directory when go
-// test runs with -artifacts (kept under -outputdir), and otherwise a new
-// directory under the system's temporary directory, which is not removed.
-// Call it only on a failure: it creates a directory.
+// $BOTSTATE_LINEARIZABILITY_DIR/<test name> when set, t's artifact
+// directory when go test runs with -artifacts (kept under -outputdir), and
+// otherwise a new directory under the system's temporary directory, which
+// is not removed. It is one directory per test. Call it only on a failure:
+// it may create a directory.
 func VisualizationDir(t *testing.T) string {
 	if d := os.Getenv("BOTSTATE_LINEARIZABILITY_DIR"); d != "" {
 		return filepath.Join(d, safeName(t.Name()))
@@ -149,11 +150,26 @@ func VisualizationDir(t *testing.T) string {
 	if f := flag.Lookup("test.artifacts"); f != nil && f.Value.String() == "true" {
 		return t.ArtifactDir()
 	}
+	tempDirs.Lock()
+	defer tempDirs.Unlock()
+	if d, ok := tempDirs.m[t]; ok {
+		return d
+	}
 	d, err := os.MkdirTemp("", "botstate-linearizability-")
 	if err != nil {
-		return filepath.Join(os.TempDir(), "botstate-linearizability")
+		return filepath.Join(os.TempDir(), "botstate-linearizability", safeName(t.Name()))
 	}
+	if tempDirs.m == nil {
+		tempDirs.m = map[*testing.T]string{}
+	}
+	tempDirs.m[t] = d
 	return d
+}
+
+// tempDirs are the directories VisualizationDir made, by test.
+var tempDirs struct {
+	sync.Mutex
+	m map[*testing.T]string
 }
 
 func safeName(s string) string {
