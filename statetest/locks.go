@@ -336,7 +336,7 @@ func testLocksHeartbeatRenewsAndReportsLoss(e *env) {
 	ttl := 300 * time.Millisecond
 	r, _ := l.Acquire(ctx, "t", "w", nil, botstate.LockPolicy{TTL: ttl})
 	hctx, hb := l.Heartbeat(ctx, r.Lock, ttl)
-	e.clock.Advance(200 * time.Millisecond)
+	e.clock.Advance(100 * time.Millisecond)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st, err := l.Inspect(ctx, "t")
