@@ -161,34 +161,18 @@ func (d *Driver) ListSubscriptions(_ context.Context, ns, after string, limit in
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	// As Browse: once twice the page is gathered, it is cut to the page and
-	// threads that sort after its last are passed over.
-	var out []driver.Subscription
-	cutoff, cut := "", false
-	trim := func() {
-		slices.SortFunc(out, func(a, b driver.Subscription) int { return strings.Compare(a.Thread, b.Thread) })
-		if len(out) > limit {
-			out = out[:limit]
-		}
-		if len(out) == limit && limit > 0 {
-			cutoff, cut = out[limit-1].Thread, true
-		}
-	}
+	p := newPager(ns, after, limit, func(v *driver.Subscription) string { return v.Thread })
 	for i := range d.shards {
 		s := &d.shards[i]
 		s.mu.Lock()
 		for k, v := range s.subs {
-			if k.ns == ns && k.key > after && (!cut || k.key < cutoff) && driver.Live(v.ExpiresAt, now) {
-				out = append(out, *v)
-				if len(out) >= 2*limit {
-					trim()
-				}
+			if p.wants(k) && driver.Live(v.ExpiresAt, now) {
+				p.add(*v)
 			}
 		}
 		s.mu.Unlock()
 	}
-	trim()
-	return out, nil
+	return p.page(), nil
 }
 
 // ---- thread and channel docs ----
