@@ -333,10 +333,13 @@ func testLocksConcurrentAcquiresHaveOneWinner(e *env) {
 
 func testLocksHeartbeatRenewsAndReportsLoss(e *env) {
 	ctx, l := ctxT(e.t), e.st.Locks()
-	ttl := 300 * time.Millisecond
+	// A TTL of a second: a server that expires keys on its own clock (Redis)
+	// drops the lock if no renewal lands within it, which a loaded machine
+	// can delay a few hundred milliseconds.
+	ttl := time.Second
 	r, _ := l.Acquire(ctx, "t", "w", nil, botstate.LockPolicy{TTL: ttl})
 	hctx, hb := l.Heartbeat(ctx, r.Lock, ttl)
-	e.clock.Advance(100 * time.Millisecond)
+	e.clock.Advance(300 * time.Millisecond)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st, err := l.Inspect(ctx, "t")
