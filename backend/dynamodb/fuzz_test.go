@@ -6,47 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/botstate/botstate/driver"
+	"github.com/botstate/botstate/internal/fuzzinput"
 )
-
-// fuzzNS turns any string into a namespace: the characters of the
-// namespace alphabet it holds, at most 64, "n" when none.
-func fuzzNS(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 64; i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
-			b.WriteByte(c)
-		}
-	}
-	if b.Len() == 0 {
-		return "n"
-	}
-	return b.String()
-}
-
-// fuzzID turns any string into an id the portable package passes on:
-// valid UTF-8, no NUL, 1 to max bytes.
-func fuzzID(s string, max int) string {
-	s = strings.ReplaceAll(strings.ToValidUTF8(s, ""), "\x00", "")
-	for len(s) > max {
-		_, n := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-n]
-	}
-	if s == "" {
-		return "k"
-	}
-	return s
-}
-
-// fuzzTime is a time from year 1 to 9999 (what backends keep).
-func fuzzTime(sec int64, nsec uint32) time.Time {
-	const lo, hi = -62135596800, 253402300799 // 0001-01-01 and 9999-12-31T23:59:59, Unix seconds
-	span := uint64(hi - lo + 1)
-	return time.Unix(lo+int64(uint64(sec)%span), int64(nsec%1e9)).UTC()
-}
 
 // ddbItem is the ids one fuzz input stores under.
 type ddbItem struct {
@@ -111,8 +74,8 @@ func FuzzKeyEncoding(f *testing.F) {
 	f.Add("ns", strings.Repeat("y", 201), "~C1", "%7E", int64(1<<40), uint32(0), "ns", strings.Repeat("y", 200), "%7EC1", "~", int64(1<<40), uint32(0))
 	f.Add("a", "EV", "x", "y", int64(1700000000), uint32(5e8), "a#EV", "x", "x", "y", int64(1700000000), uint32(5e8))
 	f.Fuzz(func(t *testing.T, ns1, k1, ch1, c1 string, s1 int64, n1 uint32, ns2, k2, ch2, c2 string, s2 int64, n2 uint32) {
-		a := ddbItem{fuzzNS(ns1), fuzzID(k1, 1024), fuzzID(ch1, 1024), fuzzID(c1, 4096), fuzzTime(s1, n1)}
-		b := ddbItem{fuzzNS(ns2), fuzzID(k2, 1024), fuzzID(ch2, 1024), fuzzID(c2, 4096), fuzzTime(s2, n2)}
+		a := ddbItem{fuzzinput.Namespace(ns1), fuzzinput.ID(k1, 1024), fuzzinput.ID(ch1, 1024), fuzzinput.ID(c1, 4096), fuzzinput.Time(s1, n1)}
+		b := ddbItem{fuzzinput.Namespace(ns2), fuzzinput.ID(k2, 1024), fuzzinput.ID(ch2, 1024), fuzzinput.ID(c2, 4096), fuzzinput.Time(s2, n2)}
 
 		for _, keys := range [][]ddbKey{append(tableKeys(a), tableKeys(b)...), append(openKeys(a), openKeys(b)...)} {
 			seen := map[[2]string]string{}

@@ -7,45 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
+
+	"github.com/botstate/botstate/internal/fuzzinput"
 )
-
-// fuzzNS turns any string into a namespace: the characters of the
-// namespace alphabet it holds, at most 64, "n" when none.
-func fuzzNS(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 64; i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
-			b.WriteByte(c)
-		}
-	}
-	if b.Len() == 0 {
-		return "n"
-	}
-	return b.String()
-}
-
-// fuzzID turns any string into an id the portable package passes on:
-// valid UTF-8, no NUL, 1 to max bytes.
-func fuzzID(s string, max int) string {
-	s = strings.ReplaceAll(strings.ToValidUTF8(s, ""), "\x00", "")
-	for len(s) > max {
-		_, n := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-n]
-	}
-	if s == "" {
-		return "k"
-	}
-	return s
-}
-
-// fuzzTime is a time from year 1 to 9999 (what backends keep).
-func fuzzTime(sec int64, nsec uint32) time.Time {
-	const lo, hi = -62135596800, 253402300799 // 0001-01-01 and 9999-12-31T23:59:59, Unix seconds
-	span := uint64(hi - lo + 1)
-	return time.Unix(lo+int64(uint64(sec)%span), int64(nsec%1e9)).UTC()
-}
 
 // FuzzKeyEncoding: the bbolt key layout. key(ns, parts...) is equal for
 // two items only when their parts are; splitNS and the incident readers'
@@ -59,10 +23,10 @@ func FuzzKeyEncoding(f *testing.F) {
 	f.Add("a", "b", "c", "ab", "c", "c", int64(1<<40), uint32(0), int64(-1<<40), uint32(0), uint64(0), uint64(1<<63))
 	f.Add("ns", "é", "\xff", "ns", "é", "", int64(1700000000), uint32(1), int64(1700000000), uint32(1), uint64(7), uint64(7))
 	f.Fuzz(func(t *testing.T, ns1, ch1, k1, ns2, ch2, k2 string, s1 int64, n1 uint32, s2 int64, n2 uint32, q1, q2 uint64) {
-		ns1, ns2 = fuzzNS(ns1), fuzzNS(ns2)
-		ch1, ch2 = fuzzID(ch1, 1024), fuzzID(ch2, 1024)
-		k1, k2 = fuzzID(k1, 4096), fuzzID(k2, 4096) // correlation ids are longer than keys
-		t1, t2 := fuzzTime(s1, n1), fuzzTime(s2, n2)
+		ns1, ns2 = fuzzinput.Namespace(ns1), fuzzinput.Namespace(ns2)
+		ch1, ch2 = fuzzinput.ID(ch1, 1024), fuzzinput.ID(ch2, 1024)
+		k1, k2 = fuzzinput.ID(k1, 4096), fuzzinput.ID(k2, 4096) // correlation ids are longer than keys
+		t1, t2 := fuzzinput.Time(s1, n1), fuzzinput.Time(s2, n2)
 
 		// One-part keys (events, conversations, docs, cache, locks...).
 		a, b := key(ns1, k1), key(ns2, k2)

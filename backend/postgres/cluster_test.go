@@ -2,15 +2,16 @@ package postgres_test
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/botstate/botstate/internal/durabletest"
 	"github.com/botstate/botstate/statetest"
 )
 
@@ -23,6 +24,7 @@ type cluster struct {
 	t     testing.TB
 	bin   string // directory of initdb, pg_ctl, postgres
 	runAs string
+	owner *syscall.Credential // runAs's, nil to run as the caller
 	base  string
 	data  string
 	port  int
@@ -32,38 +34,8 @@ type cluster struct {
 func newCluster(t testing.TB) *cluster {
 	t.Helper()
 	statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
-	pgctl := os.Getenv("BOTSTATE_POSTGRES_PG_CTL")
-	if pgctl == "" {
-		if statetest.RequireBackends() {
-			t.Fatal("BOTSTATE_POSTGRES_PG_CTL is not set: scripts/services/postgres.sh exports it")
-		}
-		t.Skip("BOTSTATE_POSTGRES_PG_CTL is not set: no PostgreSQL binaries to run a private cluster with")
-	}
-	c := &cluster{t: t, bin: filepath.Dir(pgctl), runAs: os.Getenv("BOTSTATE_POSTGRES_RUN_AS")}
-	base, err := os.MkdirTemp("", "botstate-pgfault-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.base, c.data = base, filepath.Join(base, "data")
-	t.Cleanup(func() { os.RemoveAll(base) })
-	if c.runAs != "" {
-		u, err := user.Lookup(c.runAs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(base, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.run("initdb", "-D", c.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	c := initCluster(t, "botstate-pgfault-")
+	c.port = durabletest.FreePort(t)
 	conf := fmt.Sprintf("listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = ''\nfsync = off\nfull_page_writes = off\n", c.port)
 	f, err := os.OpenFile(filepath.Join(c.data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -75,6 +47,55 @@ func newCluster(t testing.TB) *cluster {
 	t.Cleanup(func() { c.pgctl("-m", "immediate", "stop") })
 	c.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
 	return c
+}
+
+// initCluster initdbs a cluster in a temporary directory named with prefix,
+// which t.Cleanup removes, owned by the user scripts/services/postgres.sh
+// runs PostgreSQL as, with the binaries that script exports; without them
+// it skips the test, or fails it under BOTSTATE_REQUIRE_BACKENDS=1. The
+// cluster has no port yet and is not running.
+func initCluster(t testing.TB, prefix string) *cluster {
+	t.Helper()
+	pgctl := os.Getenv("BOTSTATE_POSTGRES_PG_CTL")
+	if pgctl == "" {
+		if statetest.RequireBackends() {
+			t.Fatal("BOTSTATE_POSTGRES_PG_CTL is not set and BOTSTATE_REQUIRE_BACKENDS=1: scripts/services/postgres.sh exports it")
+		}
+		t.Skip("BOTSTATE_POSTGRES_PG_CTL is not set: no PostgreSQL binaries to run a private cluster with (scripts/services/postgres.sh exports it)")
+	}
+	c := &cluster{t: t, bin: filepath.Dir(pgctl), runAs: os.Getenv("BOTSTATE_POSTGRES_RUN_AS")}
+	base, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.base, c.data = base, filepath.Join(base, "data")
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if c.runAs != "" {
+		uid, gid := lookupUser(t, c.runAs)
+		if err := os.Chown(base, int(uid), int(gid)); err != nil {
+			t.Fatal(err)
+		}
+		c.owner = &syscall.Credential{Uid: uid, Gid: gid}
+	}
+	// --no-sync: nothing here crashes the machine, and what is written
+	// after initdb is what the tests are about.
+	c.run("initdb", "-D", c.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	return c
+}
+
+// lookupUser returns the uid and gid of the user called name.
+func lookupUser(t testing.TB, name string) (uid, gid uint32) {
+	t.Helper()
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	g, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("user %s: uid %q, gid %q", name, u.Uid, u.Gid)
+	}
+	return uint32(id), uint32(g)
 }
 
 // run runs a PostgreSQL binary as the cluster's owner.

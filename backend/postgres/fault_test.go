@@ -220,16 +220,30 @@ func underLoad(t *testing.T, c *cluster, schema string, disrupt func(deadline ti
 // from postmaster.pid and /proc.
 func (c *cluster) processes() []int {
 	c.t.Helper()
-	b, err := os.ReadFile(filepath.Join(c.data, "postmaster.pid"))
+	master, err := c.postmasterPID()
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	master, err := strconv.Atoi(strings.TrimSpace(first))
+	return append([]int{master}, childrenOf(master)...)
+}
+
+// postmasterPID reads the postmaster's pid from postmaster.pid.
+func (c *cluster) postmasterPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(c.data, "postmaster.pid"))
 	if err != nil {
-		c.t.Fatalf("postmaster.pid: %v", err)
+		return 0, err
 	}
-	pids := []int{master}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		return 0, fmt.Errorf("postmaster.pid: %w", err)
+	}
+	return pid, nil
+}
+
+// childrenOf lists the processes whose parent is pid, from /proc.
+func childrenOf(pid int) []int {
+	var out []int
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, f := range stats {
 		b, err := os.ReadFile(f)
@@ -242,12 +256,12 @@ func (c *cluster) processes() []int {
 		if !ok || len(fields) < 2 {
 			continue
 		}
-		if ppid, _ := strconv.Atoi(fields[1]); ppid == master {
-			pid, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(f, "/proc/"), "/stat"))
-			pids = append(pids, pid)
+		if ppid, _ := strconv.Atoi(fields[1]); ppid == pid {
+			child, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(f, "/proc/"), "/stat"))
+			out = append(out, child)
 		}
 	}
-	return pids
+	return out
 }
 
 // TestProxyFaults puts a fault proxy between the store and the shared

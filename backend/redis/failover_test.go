@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/botstate/botstate"
+	"github.com/botstate/botstate/internal/durabletest"
 )
 
 // TestFailoverClusterMasterKill runs a Redis Cluster of its own, 3 masters
@@ -70,39 +71,39 @@ func TestFailoverClusterMasterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close() // on a failure; the test closes it itself before the leak check
-	loads := make([]*load, len(namespaces))
+	loads := make([]*durabletest.Load, len(namespaces))
 	for i, ns := range namespaces {
 		workers := 2
 		if i == 0 {
 			workers = 6
 		}
-		loads[i] = startLoad(st.Namespace(ns).Events(), ns+"-", workers, time.Second)
+		loads[i] = durabletest.StartLoad(st.Namespace(ns).Events(), ns+"-", workers, time.Second)
 	}
 	halt := func() {
 		for _, l := range loads {
-			l.halt()
+			l.Halt()
 		}
 	}
 	defer halt()
-	loads[0].waitAcked(t, 100, 1500*time.Millisecond)
+	loads[0].WaitAcked(t, 100, 1500*time.Millisecond)
 	for _, l := range loads[1:] {
-		l.waitAcked(t, 100, 0)
+		l.WaitAcked(t, 100, 0)
 	}
 
 	for _, l := range loads {
-		l.mark()
+		l.Mark()
 	}
 	killedAt := time.Now()
 	victim.kill(t)
 	promoted := time.Duration(-1)
 	const limit = 20 * time.Second
-	for loads[0].firstOK.Load() < 0 && time.Since(killedAt) < limit {
+	for loads[0].FirstOK() < 0 && time.Since(killedAt) < limit {
 		if promoted < 0 && strings.HasPrefix(replica.cli(t, "ROLE"), "master") {
 			promoted = time.Since(killedAt)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	recovered := time.Duration(loads[0].firstOK.Load())
+	recovered := loads[0].FirstOK()
 	if recovered < 0 {
 		halt()
 		t.Fatalf("calls on the killed master's slots did not succeed again within %v of the kill (replica %s promoted after %v)", limit, replica.addr, promoted)
@@ -114,24 +115,24 @@ func TestFailoverClusterMasterKill(t *testing.T) {
 		victim.addr, replica.addr, promoted.Round(time.Millisecond), recovered.Round(time.Millisecond))
 	for i, l := range loads {
 		ev := st.Namespace(namespaces[i]).Events()
-		l.report(t, "kill")
-		missing := l.missing(t, ev)
+		l.Report(t, "kill")
+		missing := l.Missing(ev)
 		if i == 0 {
 			t.Logf("%s (on the killed master): %d of %d acknowledged completions lost in the failover (asynchronous replication); %d of the %d Completes with an unknown outcome had completed",
-				namespaces[i], len(missing), len(l.acked), l.unsureCompleted(t, ev), len(l.unsure))
+				namespaces[i], len(missing), l.Acked(), l.UnsureCompleted(ev), l.Unsure())
 			if len(missing) > 0 {
-				t.Logf("lost:\n%s", strings.Join(firstOf(missing, 20), "\n"))
+				t.Logf("lost:\n%s", durabletest.FirstLines(missing, 20))
 			}
 		} else if owner := c.owner(t, slots[i]); owner != masters[i] {
 			// Not botstate's doing: a node too slow to answer within the
 			// node timeout on a loaded machine.
 			t.Logf("%s: its master %s was replaced by %s without being killed (an unplanned failover); %d of %d acknowledged completions are not completed",
-				namespaces[i], c.byID[masters[i]].addr, c.byID[owner].addr, len(missing), len(l.acked))
+				namespaces[i], c.byID[masters[i]].addr, c.byID[owner].addr, len(missing), l.Acked())
 		} else if len(missing) > 0 {
 			t.Errorf("%s (on master %s, not killed): %d of %d acknowledged completions are not completed:\n%s",
-				namespaces[i], c.byID[masters[i]].addr, len(missing), len(l.acked), strings.Join(firstOf(missing, 20), "\n"))
+				namespaces[i], c.byID[masters[i]].addr, len(missing), l.Acked(), durabletest.FirstLines(missing, 20))
 		}
-		l.checkProblems(t)
+		l.CheckProblems(t)
 	}
 
 	if err := st.Close(); err != nil {

@@ -3,40 +3,10 @@ package redis
 import (
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/botstate/botstate/driver"
+	"github.com/botstate/botstate/internal/fuzzinput"
 )
-
-// fuzzNS turns any string into a namespace: the characters of the
-// namespace alphabet it holds, at most 64, "n" when none.
-func fuzzNS(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 64; i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
-			b.WriteByte(c)
-		}
-	}
-	if b.Len() == 0 {
-		return "n"
-	}
-	return b.String()
-}
-
-// fuzzKey turns any string into a key the portable package passes on:
-// valid UTF-8, no NUL, 1 to 1024 bytes.
-func fuzzKey(s string) string {
-	s = strings.ReplaceAll(strings.ToValidUTF8(s, ""), "\x00", "")
-	for len(s) > 1024 {
-		_, n := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-n]
-	}
-	if s == "" {
-		return "k"
-	}
-	return s
-}
 
 // fuzzPrefix turns any string into a key prefix ParseURL accepts.
 func fuzzPrefix(s string) string { return strings.NewReplacer("{", "", "}", "").Replace(s) }
@@ -117,7 +87,7 @@ func FuzzKeyEncoding(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p1, ns1, key1, p2, ns2, key2 string, cluster bool) {
 		d1 := &Driver{prefix: fuzzPrefix(p1), cluster: cluster}
 		d2 := &Driver{prefix: fuzzPrefix(p2), cluster: cluster}
-		ns1, ns2, key1, key2 = fuzzNS(ns1), fuzzNS(ns2), fuzzKey(key1), fuzzKey(key2)
+		ns1, ns2, key1, key2 = fuzzinput.Namespace(ns1), fuzzinput.Namespace(ns2), fuzzinput.ID(key1, 1024), fuzzinput.ID(key2, 1024)
 		names1, names2 := redisNames(d1, ns1, key1), redisNames(d2, ns2, key2)
 
 		seen := map[string]string{}

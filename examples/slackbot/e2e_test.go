@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/botstate/botstate"
+	"github.com/botstate/botstate/internal/durabletest"
 	"github.com/botstate/botstate/internal/fakeslack"
 	"github.com/botstate/botstate/statetest"
 )
@@ -68,16 +68,6 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(code)
 	}))
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 type replica struct {
@@ -132,7 +122,7 @@ func start(t *testing.T, url string, sc scenario) *e2e {
 		client: &http.Client{Timeout: 10 * time.Second}, killed: -1}
 	t.Cleanup(r.fake.Close)
 	for i := 0; i < 3; i++ {
-		p := &replica{name: fmt.Sprintf("p%d", i), addr: freeAddr(t)}
+		p := &replica{name: fmt.Sprintf("p%d", i), addr: fmt.Sprintf("127.0.0.1:%d", durabletest.FreePort(t))}
 		p.cmd = exec.Command(bin)
 		p.cmd.Env = append(os.Environ(), "SLACK_BOT_TOKEN="+fakeslack.BotToken, "SLACK_SIGNING_SECRET="+fakeslack.Secret,
 			"ADDR="+p.addr, "BOTSTATE_URL="+url, "BOTSTATE_NAMESPACE="+r.ns, "SLACK_API_URL="+r.fake.APIURL(),
