@@ -30,8 +30,9 @@ const AcceptWithin = 2500 * time.Millisecond
 // unknown payload 400, and so does an event whose ids or payload the store
 // refuses, since a retry would be refused alike (ErrInvalidArgument, an id
 // holding NUL say: 400; ErrTooLarge, an id over 1 KiB or a payload over the
-// store's value limit: 413); nothing is stored for any of them. When the event could not be accepted otherwise (the
-// store failed) the answer is 503, so that Slack delivers it again.
+// store's value limit: 413); nothing is stored for any of them. When the
+// event could not be accepted otherwise (the store failed) the answer is
+// 503, so that Slack delivers it again.
 func (b *Bot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
