@@ -3,6 +3,7 @@ package mem
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,18 +76,8 @@ func (in *nsIncidents) match(channel string, now time.Time, keep func(*driver.Is
 			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b driver.IssueRecord) int { return compareStrings(a.UniqueID, b.UniqueID) })
+	slices.SortFunc(out, func(a, b driver.IssueRecord) int { return strings.Compare(a.UniqueID, b.UniqueID) })
 	return out
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // SaveAlert implements driver.Incidents.

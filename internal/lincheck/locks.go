@@ -151,18 +151,8 @@ func InspectOutput(st botstate.LockState, err error) LockOutput {
 	for _, h := range st.Holders {
 		o.Holders = append(o.Holders, LockHolder{Token: h.Token, Owner: h.Owner, Entry: payload(h.Entry)})
 	}
-	slices.SortFunc(o.Holders, func(a, b LockHolder) int { return cmpUint(a.Token, b.Token) })
+	slices.SortFunc(o.Holders, func(a, b LockHolder) int { return cmp.Compare(a.Token, b.Token) })
 	return o
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // lockState is one lock as the contract sees it: its holders by token, the
@@ -311,7 +301,7 @@ func lockStep(s lockState, i LockInput, token uint64) (want LockOutput, next loc
 				}
 			}
 			next.holders = append(slices.Clone(s.holders), h)
-			slices.SortFunc(next.holders, func(a, b LockHolder) int { return cmpUint(a.Token, b.Token) })
+			slices.SortFunc(next.holders, func(a, b LockHolder) int { return cmp.Compare(a.Token, b.Token) })
 			next.fence = token
 			want.Skipped, next.skipped = next.skipped, nil
 			return want, next, true
