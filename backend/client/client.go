@@ -121,7 +121,9 @@ func (e *remoteError) Error() string {
 }
 func (e *remoteError) Unwrap() error { return e.sentinel }
 
-func unavailable(err error) error { return fmt.Errorf("%w: %v", driver.ErrUnavailable, err) }
+// unavailable marks err as ErrUnavailable, keeping it (a context's deadline
+// or cancellation stays matchable, as on the other backends).
+func unavailable(err error) error { return fmt.Errorf("%w: %w", driver.ErrUnavailable, err) }
 
 // post sends one operation and returns the response body, open; the caller
 // closes it.

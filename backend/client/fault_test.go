@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"testing"
 	"time"
@@ -57,5 +58,22 @@ func TestProxyFaults(t *testing.T) {
 			}, p)
 		})
 	}
+	// A call cut by its context's deadline says so too, as on the other
+	// backends.
+	t.Run("deadline-kept", func(t *testing.T) {
+		st, err := botstate.Open(context.Background(), "http://"+p.Addr()+"?token=admin-token")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		p.Blackhole()
+		defer p.Clear()
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_, err = st.Namespace("proxyfault").Events().Claim(ctx, "kept", nil, time.Minute)
+		if !errors.Is(err, botstate.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a call past its deadline: %v, want ErrUnavailable and context.DeadlineExceeded", err)
+		}
+	})
 	goleak.VerifyNone(t, leaks)
 }
