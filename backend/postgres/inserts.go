@@ -46,6 +46,11 @@ const noTime = "0001-01-01 00:00:00+00"
 const (
 	// maxGroup bounds the rows of one statement.
 	maxGroup = 256
+	// minGroup is the fewest rows a group starts with while another is in
+	// flight: with a worker per eight connections, about each worker's
+	// share of callers when every connection is busy. Measured at 16
+	// clients (BENCHMARKS.md): 4 and 12 were slower than 8.
+	minGroup = 8
 	// groupTimeout bounds a group's statement when some caller has no
 	// deadline; each caller stops waiting at its own.
 	groupTimeout = time.Minute
@@ -75,6 +80,7 @@ type inserter struct {
 	queue   []*newEvent
 	workers int // started
 	idle    int // waiting for wake
+	flying  int // groups in flight
 	max     int
 	stopped bool
 	wake    chan struct{}
@@ -126,20 +132,25 @@ func (in *inserter) work() {
 	var buf groupBuffers
 	for {
 		in.mu.Lock()
-		group := in.take()
+		group := in.take(false)
 		if group == nil {
 			in.idle++
+		} else {
+			in.flying++
 		}
 		in.mu.Unlock()
 		if group != nil {
 			in.run(group, &buf)
+			in.mu.Lock()
+			in.flying--
+			in.mu.Unlock()
 			continue
 		}
 		select {
 		case <-in.wake:
 		case <-in.stop:
 			in.mu.Lock()
-			group := in.take()
+			group := in.take(true)
 			in.mu.Unlock()
 			if group == nil {
 				return
@@ -159,10 +170,12 @@ func (in *inserter) close() {
 }
 
 // take removes up to maxGroup queued inserts, nil when none wait; in.mu
-// is held.
-func (in *inserter) take() []*newEvent {
+// is held. While another group is in flight, a group waits until
+// minGroup inserts are queued (unless all is to go): the server is busy
+// anyway, and larger groups cost it and the client less per row.
+func (in *inserter) take(all bool) []*newEvent {
 	n := min(len(in.queue), maxGroup)
-	if n == 0 {
+	if n == 0 || !all && in.flying > 0 && n < minGroup {
 		return nil
 	}
 	group := in.queue[:n:n]
