@@ -51,6 +51,8 @@ const (
 	// share of callers when every connection is busy. Measured at 16
 	// clients (BENCHMARKS.md): 4 and 12 were slower than 8.
 	minGroup = 8
+	// gatherFor bounds how long inserts are held for a larger group.
+	gatherFor = 500 * time.Microsecond
 	// groupTimeout bounds a group's statement when some caller has no
 	// deadline; each caller stops waiting at its own.
 	groupTimeout = time.Minute
@@ -130,24 +132,55 @@ func (in *inserter) insert(e *newEvent) (bool, error) {
 func (in *inserter) work() {
 	defer in.wg.Done()
 	var buf groupBuffers
+	gather := time.NewTimer(time.Hour)
+	gather.Stop()
+	gathering := false // gather runs: inserts are held for a larger group
+	all := false       // take what is queued, however few, while a group flies
 	for {
 		in.mu.Lock()
-		group := in.take(false)
+		group := in.take(all)
+		held := group == nil && len(in.queue) > 0
 		if group == nil {
 			in.idle++
 		} else {
 			in.flying++
 		}
 		in.mu.Unlock()
+		all = false
 		if group != nil {
+			if gathering {
+				gather.Stop()
+				gathering = false
+			}
 			in.run(group, &buf)
 			in.mu.Lock()
 			in.flying--
 			in.mu.Unlock()
 			continue
 		}
+		// Inserts held for a larger group wait gatherFor at most from
+		// when this worker first held them: on a server far away, a group
+		// in flight can take long.
+		if held && !gathering {
+			gather.Reset(gatherFor)
+			gathering = true
+		}
+		var gathered <-chan time.Time
+		if gathering {
+			gathered = gather.C
+		}
 		select {
 		case <-in.wake:
+		case <-gathered:
+			gathering = false
+			in.mu.Lock()
+			select {
+			case <-in.wake: // an insert counted this worker out of idle already
+			default:
+				in.idle--
+			}
+			in.mu.Unlock()
+			all = true
 		case <-in.stop:
 			in.mu.Lock()
 			group := in.take(true)
@@ -171,8 +204,9 @@ func (in *inserter) close() {
 
 // take removes up to maxGroup queued inserts, nil when none wait; in.mu
 // is held. While another group is in flight, a group waits until
-// minGroup inserts are queued (unless all is to go): the server is busy
-// anyway, and larger groups cost it and the client less per row.
+// minGroup inserts are queued (unless all is to go: close, or gatherFor
+// has passed): the server is busy anyway, and larger groups cost it and
+// the client less per row.
 func (in *inserter) take(all bool) []*newEvent {
 	n := min(len(in.queue), maxGroup)
 	if n == 0 || !all && in.flying > 0 && n < minGroup {

@@ -73,3 +73,66 @@ func TestGroupedInsertsClaimEachKeyOnce(t *testing.T) {
 		t.Errorf("the server refused %d groups", refused)
 	}
 }
+
+// TestHeldInsertsGoWithinGatherFor: while a group is in flight, new keys
+// are held for a larger group, but not for longer than gatherFor. A group
+// is kept in flight by a key another transaction has inserted and not yet
+// committed; a Claim of another key must not wait for it.
+func TestHeldInsertsGoWithinGatherFor(t *testing.T) {
+	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
+	ctx := context.Background()
+	st, err := botstate.Open(ctx, url+"&pool_max_conns=16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	d := st.Driver().(*Driver)
+	ns := fmt.Sprintf("gather-%d", time.Now().UnixNano())
+	ev := st.Namespace(ns).Events()
+
+	tx, err := d.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // on a failure before the rollback below
+	if _, err := tx.Exec(ctx, `INSERT INTO events (namespace, key, status, created_at) VALUES ($1, 'blocked', 'recorded', now())`, ns); err != nil {
+		t.Fatal(err)
+	}
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := ev.Claim(ctx, "blocked", nil, time.Minute)
+		blocked <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		d.ins.mu.Lock()
+		flying := d.ins.flying
+		d.ins.mu.Unlock()
+		if flying == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the group of the blocked key never flew")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The blocked group waits until the transaction ends, which is after
+	// the free key's Claim returns or gives up.
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := ev.Claim(cctx, "free", nil, time.Minute)
+	took := time.Since(start)
+	if rerr := tx.Rollback(ctx); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil || c.Status != botstate.Claimed {
+		t.Fatalf("claim of a free key while a group was in flight, after %v: %v %v", took, c.Status, err)
+	}
+	if took > 2*time.Second {
+		t.Fatalf("a free key waited %v behind a group in flight (gatherFor is %v)", took, gatherFor)
+	}
+	t.Logf("a free key went after %v while a group was in flight", took)
+	if err := <-blocked; err != nil {
+		t.Fatalf("the blocked claim: %v", err)
+	}
+}
