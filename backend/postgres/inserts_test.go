@@ -13,6 +13,18 @@ import (
 	"github.com/botstate/botstate/statetest"
 )
 
+// groupingStore opens a store whose pool has 16 connections (two insert
+// workers) and returns its driver and a fresh namespace of it.
+func groupingStore(t *testing.T, prefix string) (*Driver, *botstate.Store) {
+	t.Helper()
+	st, err := botstate.Open(context.Background(), statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")+"&pool_max_conns=16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st.Driver().(*Driver), st.Namespace(fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()))
+}
+
 // TestGroupedInsertsClaimEachKeyOnce has many callers claim the same keys
 // at once, each in its own order, so that grouped inserts of new keys
 // overlap and carry keys that other groups in flight carry too: each key
@@ -20,15 +32,9 @@ import (
 // groups, and the server must have refused no group (a refused group falls
 // back to one statement per row, which hides the refusal from callers).
 func TestGroupedInsertsClaimEachKeyOnce(t *testing.T) {
-	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
 	ctx := context.Background()
-	st, err := botstate.Open(ctx, url+"&pool_max_conns=16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	d := st.Driver().(*Driver)
-	ev := st.Namespace(fmt.Sprintf("groups-%d", time.Now().UnixNano())).Events()
+	d, ns := groupingStore(t, "groups")
+	ev := ns.Events()
 	// In each round every caller claims the round's keys at once, each in
 	// its own order.
 	const callers, rounds, keys = 32, 40, 24
@@ -79,16 +85,9 @@ func TestGroupedInsertsClaimEachKeyOnce(t *testing.T) {
 // is kept in flight by a key another transaction has inserted and not yet
 // committed; a Claim of another key must not wait for it.
 func TestHeldInsertsGoWithinGatherFor(t *testing.T) {
-	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
 	ctx := context.Background()
-	st, err := botstate.Open(ctx, url+"&pool_max_conns=16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	d := st.Driver().(*Driver)
-	ns := fmt.Sprintf("gather-%d", time.Now().UnixNano())
-	ev := st.Namespace(ns).Events()
+	d, view := groupingStore(t, "gather")
+	ns, ev := view.Name(), view.Events()
 
 	tx, err := d.pool.Begin(ctx)
 	if err != nil {
