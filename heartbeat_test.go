@@ -95,3 +95,29 @@ func TestHeartbeatTreatsTheLeaseAsLostAtItsEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestHeartbeatOfAnUnknownEndRenews: a claim handed in with no lease end
+// (the zero time: not known) is renewed, not ended at once as if its end
+// had passed.
+func TestHeartbeatOfAnUnknownEndRenews(t *testing.T) {
+	st, err := botstate.Open(context.Background(), "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	c, err := st.Events().Claim(ctx, "k", nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.LeaseUntil = time.Time{}
+	hctx, hb := st.Events().Heartbeat(ctx, c, 300*time.Millisecond)
+	time.Sleep(400 * time.Millisecond)
+	if err := hctx.Err(); err != nil {
+		t.Fatalf("the heartbeat ended: %v (%v)", err, context.Cause(hctx))
+	}
+	got, err := hb.Stop()
+	if err != nil || got.LeaseUntil.IsZero() {
+		t.Fatalf("stop: %v, lease until %v: want renewed", err, got.LeaseUntil)
+	}
+}

@@ -455,7 +455,11 @@ func (k *keeper[T]) run(ctx context.Context, ttl time.Duration, lost error, rene
 	// The first renewal comes sooner when the lease handed in is close to
 	// its end already (a claim that waited for its thread's lock).
 	period, retry := max(ttl/3, time.Millisecond), max(ttl/10, time.Millisecond)
-	next := time.NewTimer(max(min(period, k.until.Sub(now())/2), time.Millisecond))
+	first := period
+	if !k.until.IsZero() {
+		first = max(min(period, k.until.Sub(now())/2), time.Millisecond)
+	}
+	next := time.NewTimer(first)
 	defer next.Stop()
 	end := time.NewTimer(time.Hour)
 	defer end.Stop()
@@ -469,13 +473,19 @@ func (k *keeper[T]) run(ctx context.Context, ttl time.Duration, lost error, rene
 		k.mu.Lock()
 		cur, until := k.cur, k.until
 		k.mu.Unlock()
-		end.Reset(max(until.Sub(now()), time.Millisecond))
+		// A zero end is a lease that never ends (a lock taken with no
+		// TTL): nothing to watch for.
+		var ended <-chan time.Time
+		if !until.IsZero() {
+			end.Reset(max(until.Sub(now()), time.Millisecond))
+			ended = end.C
+		}
 		select {
 		case <-k.stopc:
 			return
 		case <-ctx.Done():
 			return
-		case <-end.C:
+		case <-ended:
 			if !now().Before(until) {
 				fail(fmt.Errorf("%w: the lease ended at %v with no renewal in", lost, until.Format(time.RFC3339Nano)))
 				return
@@ -483,10 +493,12 @@ func (k *keeper[T]) run(ctx context.Context, ttl time.Duration, lost error, rene
 			continue // a clock that stands still (tests): wait again
 		case <-next.C:
 		}
-		left := until.Sub(now())
-		if left <= 0 {
-			fail(fmt.Errorf("%w: the lease ended at %v with no renewal in", lost, until.Format(time.RFC3339Nano)))
-			return
+		left := period
+		if !until.IsZero() {
+			if left = until.Sub(now()); left <= 0 {
+				fail(fmt.Errorf("%w: the lease ended at %v with no renewal in", lost, until.Format(time.RFC3339Nano)))
+				return
+			}
 		}
 		rctx, cancel := context.WithTimeout(ctx, left)
 		upd, updUntil, err := renew(rctx, cur)
@@ -497,7 +509,7 @@ func (k *keeper[T]) run(ctx context.Context, ttl time.Duration, lost error, rene
 			k.cur, k.until = upd, updUntil
 			k.mu.Unlock()
 			next.Reset(period)
-		case errors.Is(err, ErrNotOwner) || !now().Before(until):
+		case errors.Is(err, ErrNotOwner) || !until.IsZero() && !now().Before(until):
 			// Lost for sure, or a transient error lasted past the end.
 			fail(fmt.Errorf("%w: %v", lost, err))
 			return
