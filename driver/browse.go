@@ -3,8 +3,6 @@ package driver
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 )
 
@@ -29,29 +27,19 @@ func Browse(ctx context.Context, d Driver, ns string, kind Kind, after string, l
 	if b, ok := d.(Browser); ok {
 		return b.Browse(ctx, ns, kind, after, limit, now)
 	}
-	var page []Record
-	trim := func() {
-		slices.SortFunc(page, func(a, b Record) int { return strings.Compare(a.Key, b.Key) })
-		if len(page) > limit {
-			page = page[:limit]
-		}
-	}
+	p := NewPager(after, limit, func(r *Record) string { return r.Key })
 	err := d.Export(ctx, ns, now, func(r *Record) error {
-		if r.Kind != kind || r.NS != ns || r.Key <= after {
+		if r.Kind != kind || r.NS != ns || !p.Wants(r.Key) {
 			return nil
 		}
 		if kind == KindLock && LockIdle(new(r.Lock())) {
 			return nil
 		}
-		page = append(page, *r)
-		if len(page) >= 2*limit {
-			trim()
-		}
+		p.Add(*r)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	trim()
-	return page, nil
+	return p.Page(), nil
 }

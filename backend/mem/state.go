@@ -161,18 +161,18 @@ func (d *Driver) ListSubscriptions(_ context.Context, ns, after string, limit in
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	p := newPager(ns, after, limit, func(v *driver.Subscription) string { return v.Thread })
+	p := driver.NewPager(after, limit, func(v *driver.Subscription) string { return v.Thread })
 	for i := range d.shards {
 		s := &d.shards[i]
 		s.mu.Lock()
 		for k, v := range s.subs {
-			if p.wants(k) && driver.Live(v.ExpiresAt, now) {
-				p.add(*v)
+			if k.ns == ns && p.Wants(k.key) && driver.Live(v.ExpiresAt, now) {
+				p.Add(*v)
 			}
 		}
 		s.mu.Unlock()
 	}
-	return p.page(), nil
+	return p.Page(), nil
 }
 
 // ---- thread and channel docs ----

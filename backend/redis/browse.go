@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"time"
 
@@ -74,18 +73,7 @@ func (d *Driver) pageKeys(ctx context.Context, pattern, mark, after string, limi
 	if err != nil {
 		return nil, err
 	}
-	var keys []string
-	cutoff, cut := "", false
-	trim := func() {
-		slices.Sort(keys)
-		keys = slices.Compact(keys) // SCAN may return a name twice
-		if len(keys) > limit {
-			keys = keys[:limit]
-		}
-		if len(keys) == limit {
-			cutoff, cut = keys[limit-1], true
-		}
-	}
+	p := driver.NewPager(after, limit, func(k *string) string { return *k })
 	for _, c := range nodes {
 		var cursor uint64
 		for {
@@ -96,11 +84,8 @@ func (d *Driver) pageKeys(ctx context.Context, pattern, mark, after string, limi
 			for _, name := range e.Elements {
 				// prefix{ns:dom:hash}<mark><key>
 				_, rest, ok := strings.Cut(strings.TrimPrefix(name, d.prefix), "}"+mark)
-				if ok && rest > after && (!cut || rest < cutoff) {
-					keys = append(keys, rest)
-				}
-				if len(keys) >= 2*limit {
-					trim()
+				if ok && p.Wants(rest) {
+					p.Add(rest) // a name SCAN returns twice counts once
 				}
 			}
 			if cursor = e.Cursor; cursor == 0 {
@@ -108,8 +93,7 @@ func (d *Driver) pageKeys(ctx context.Context, pattern, mark, after string, limi
 			}
 		}
 	}
-	trim()
-	return keys, nil
+	return p.Page(), nil
 }
 
 // browseScanCount is the COUNT of each SCAN of Browse: names only come
