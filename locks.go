@@ -469,25 +469,28 @@ func (k *keeper[T]) run(ctx context.Context, ttl time.Duration, lost error, rene
 		k.mu.Unlock()
 		k.cancel(lost)
 	}
+	ended := func(until time.Time) error {
+		return fmt.Errorf("%w: the lease ended at %v with no renewal in", lost, until.Format(time.RFC3339Nano))
+	}
 	for {
 		k.mu.Lock()
 		cur, until := k.cur, k.until
 		k.mu.Unlock()
-		// A zero end is a lease that never ends (a lock taken with no
-		// TTL): nothing to watch for.
-		var ended <-chan time.Time
+		// A zero end is not known (the dispatcher hands in such claims):
+		// nothing to watch for until a renewal sets it.
+		var endC <-chan time.Time
 		if !until.IsZero() {
 			end.Reset(max(until.Sub(now()), time.Millisecond))
-			ended = end.C
+			endC = end.C
 		}
 		select {
 		case <-k.stopc:
 			return
 		case <-ctx.Done():
 			return
-		case <-ended:
+		case <-endC:
 			if !now().Before(until) {
-				fail(fmt.Errorf("%w: the lease ended at %v with no renewal in", lost, until.Format(time.RFC3339Nano)))
+				fail(ended(until))
 				return
 			}
 			continue // a clock that stands still (tests): wait again
@@ -496,7 +499,7 @@ func (k *keeper[T]) run(ctx context.Context, ttl time.Duration, lost error, rene
 		left := period
 		if !until.IsZero() {
 			if left = until.Sub(now()); left <= 0 {
-				fail(fmt.Errorf("%w: the lease ended at %v with no renewal in", lost, until.Format(time.RFC3339Nano)))
+				fail(ended(until))
 				return
 			}
 		}

@@ -80,10 +80,8 @@ func (s *Server) page(name string, h func(ctx context.Context, d *dashReq) int) 
 		h2.Set("Referrer-Policy", "no-referrer")
 		h2.Set("Cache-Control", "no-store")
 		d := &dashReq{w: w, r: r, now: s.cfg.Clock().UTC()}
-		tok := ""
-		if auth, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-			tok = auth
-		} else if c, err := r.Cookie(tokenCookie); err == nil {
+		tok, ok := bearer(r)
+		if c, err := r.Cookie(tokenCookie); !ok && err == nil {
 			tok = c.Value
 		}
 		if ns, ok := s.principalOf(tok); ok {

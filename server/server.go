@@ -257,12 +257,14 @@ func (c *call) at(t time.Time) time.Time {
 
 // principal is what a request's token allows: one namespace, or all.
 func (s *Server) principal(r *http.Request) (ns string, token string, ok bool) {
-	tok := ""
-	if auth, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); found {
-		tok = auth
-	}
+	tok, _ := bearer(r)
 	ns, ok = s.principalOf(tok)
 	return ns, tok, ok
+}
+
+// bearer is the request's bearer token, if it has one.
+func bearer(r *http.Request) (string, bool) {
+	return strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 }
 
 // principalOf is what a token allows: one namespace, or all (Admin). With
