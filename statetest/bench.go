@@ -36,7 +36,7 @@ func BenchmarkListings(b *testing.B, st *botstate.Store, sizes ...int) {
 	ctx := context.Background()
 	for _, n := range sizes {
 		ns := st.Namespace(fmt.Sprintf("listings-%d-%d", n, time.Now().UnixNano()))
-		if err := fillListings(ctx, ns, n); err != nil {
+		if err := FillListings(ctx, ns, n); err != nil {
 			b.Fatal(err)
 		}
 		ev := ns.Events()
@@ -62,9 +62,9 @@ func BenchmarkListings(b *testing.B, st *botstate.Store, sizes ...int) {
 	}
 }
 
-// fillListings imports into ns n completed events, then a hundred events of
+// FillListings imports into ns n completed events, then a hundred events of
 // each other kind, all created an hour ago and kept for a day.
-func fillListings(ctx context.Context, ns *botstate.Store, n int) error {
+func FillListings(ctx context.Context, ns *botstate.Store, n int) error {
 	now := time.Now().UTC()
 	created := now.Add(-time.Hour)
 	im := newImporter(ctx, ns)

@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,14 +28,17 @@ import (
 // The Claim benchmark and its two baselines run in one go test -bench run
 // against the same server (BOTSTATE_REDIS_URL):
 //
-//   - Claim through the botstate API with 64 and 256 goroutines (rueidis
-//     auto-pipelining, one EVALSHA per claim);
+//   - Claim and Record through the botstate API with 64 and 256 goroutines
+//     (rueidis auto-pipelining; one EVALSHA per new key with the indexed
+//     layout, one SET NX GET PXAT with events=scan);
 //   - redis-benchmark -P 16 -c 50 running SET key NX EX 60 on random keys,
 //     as a subprocess, its requests per second parsed from its output;
 //   - plain go-redis SetNX, one round trip per operation, with the same
 //     goroutine counts (its default pool, and one connection per goroutine).
 //
-// BenchmarkClaim logs the figures side by side with their ratios.
+// Claim and Record run with each event layout (the indexed default and
+// events=scan). BenchmarkClaim logs the figures side by side with their
+// ratios.
 
 type benchResult struct {
 	name     string
@@ -157,22 +162,35 @@ func BenchmarkClaim(b *testing.B) {
 	if _, err := exec.LookPath("redis-benchmark"); err != nil {
 		b.Fatal("redis-benchmark is not installed (scripts/services/redis.sh installs redis-tools)")
 	}
-	st, err := botstate.Open(context.Background(), raw)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
 	payload := []byte("{\"type\":\"message\"}")
-	for _, g := range goroutineCounts {
-		b.Run(fmt.Sprintf("botstate/goroutines=%d", g), func(b *testing.B) {
-			ns := st.Namespace(fmt.Sprintf("bench-%d-%d", g, time.Now().UnixNano()))
-			ev := ns.Events()
-			defer cleanNamespace(b, raw, ns.Name())
-			runParallel(b, fmt.Sprintf("claim/%d", g), g, func(ctx context.Context, i int64) error {
-				_, err := ev.Claim(ctx, "k"+strconv.FormatInt(i, 10), payload, time.Minute)
-				return err
-			})
-		})
+	for _, layout := range []string{"index", "scan"} {
+		q := u.Query()
+		q.Set("events", layout)
+		lu := *u
+		lu.RawQuery = q.Encode()
+		st, err := botstate.Open(context.Background(), lu.String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		for _, op := range []string{"Claim", "Record"} {
+			for _, g := range goroutineCounts {
+				b.Run(fmt.Sprintf("botstate-%s/events=%s/goroutines=%d", op, layout, g), func(b *testing.B) {
+					ns := st.Namespace(fmt.Sprintf("bench-%d-%d", g, time.Now().UnixNano()))
+					ev := ns.Events()
+					defer cleanNamespace(b, raw, ns.Name())
+					runParallel(b, fmt.Sprintf("%s/%s/%d", op, layout, g), g, func(ctx context.Context, i int64) error {
+						var err error
+						if op == "Claim" {
+							_, err = ev.Claim(ctx, "k"+strconv.FormatInt(i, 10), payload, time.Minute)
+						} else {
+							_, err = ev.Record(ctx, "k"+strconv.FormatInt(i, 10), payload)
+						}
+						return err
+					})
+				})
+			}
+		}
 	}
 	for _, pool := range []string{"default-pool", "pool=goroutines"} {
 		for _, g := range goroutineCounts {
@@ -223,16 +241,25 @@ func BenchmarkClaim(b *testing.B) {
 	defer benchMu.Unlock()
 	rb := benchResults["redis-benchmark"].opsPerS
 	for _, g := range goroutineCounts {
-		c := benchResults[fmt.Sprintf("claim/%d", g)]
 		gd := benchResults[fmt.Sprintf("go-redis/default-pool/%d", g)]
 		gp := benchResults[fmt.Sprintf("go-redis/pool=goroutines/%d", g)]
 		best := max(gd.opsPerS, gp.opsPerS)
-		if c.opsPerS == 0 || rb == 0 || best == 0 {
+		rd := benchResults[fmt.Sprintf("rueidis/%d", g)]
+		if rb == 0 || best == 0 {
 			continue // a filtered run: nothing to compare
 		}
-		rd := benchResults[fmt.Sprintf("rueidis/%d", g)]
-		b.Logf("goroutines=%d: Claim %.0f ops/s (p50 %v, p99 %v); redis-benchmark -P 16 SET NX EX %.0f ops/s (ratio %.2f, target 0.8); go-redis SetNX %.0f ops/s default pool, %.0f pool=goroutines (ratio to the better %.2f, target 2); rueidis bare SET NX GET PX %.0f ops/s (%.2f of redis-benchmark, %.2f of go-redis)",
-			g, c.opsPerS, c.p50, c.p99, rb, c.opsPerS/rb, gd.opsPerS, gp.opsPerS, c.opsPerS/best, rd.opsPerS, rd.opsPerS/rb, rd.opsPerS/best)
+		b.Logf("goroutines=%d: redis-benchmark -P 16 SET NX EX %.0f ops/s; go-redis SetNX %.0f ops/s default pool, %.0f pool=goroutines; rueidis bare SET NX GET PX %.0f ops/s (%.2f of redis-benchmark, %.2f of go-redis)",
+			g, rb, gd.opsPerS, gp.opsPerS, rd.opsPerS, rd.opsPerS/rb, rd.opsPerS/best)
+		for _, layout := range []string{"index", "scan"} {
+			for _, op := range []string{"Claim", "Record"} {
+				c := benchResults[fmt.Sprintf("%s/%s/%d", op, layout, g)]
+				if c.opsPerS == 0 {
+					continue
+				}
+				b.Logf("goroutines=%d: %s events=%s %.0f ops/s (p50 %v, p99 %v): %.2f of redis-benchmark (target 0.8), %.2f of go-redis (target 2)",
+					g, op, layout, c.opsPerS, c.p50, c.p99, c.opsPerS/rb, c.opsPerS/best)
+			}
+		}
 	}
 }
 
@@ -307,4 +334,99 @@ func BenchmarkBrowse(b *testing.B) {
 	}
 	defer st.Close()
 	statetest.BenchmarkBrowse(b, st, 100_000)
+}
+
+// BenchmarkSweep measures what a re-driver's sweep costs with each event
+// layout (the indexed default and events=scan): Due(10), the listing a
+// sweeper calls to find lapsed claims and due retries, in a namespace that
+// holds a hundred events of each unfinished kind and n completed ones
+// (statetest.FillListings), n from BOTSTATE_SWEEP_SIZES (default
+// "0,1000000"; "10000000" for ten million). Beside the time per sweep it
+// reports the server's CPU per sweep (redis-server's used_cpu_user and
+// used_cpu_sys from INFO, before and after). It works in database 9 of
+// the standalone server, which it empties (FLUSHDB) before and after each
+// size.
+//
+//	BOTSTATE_SWEEP_SIZES=0,1000000,10000000 go test -run '^$' -bench Sweep -benchtime 5x -timeout 60m ./backend/redis/
+func BenchmarkSweep(b *testing.B) {
+	raw := statetest.BackendURL(b, "BOTSTATE_REDIS_URL")
+	u, err := url.Parse(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u.Path = "/9"
+	sizes := []int{0, 1_000_000}
+	if s := os.Getenv("BOTSTATE_SWEEP_SIZES"); s != "" {
+		sizes = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 0 {
+				b.Fatalf("BOTSTATE_SWEEP_SIZES: %q is not a size", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	ctx := context.Background()
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{u.Host}, SelectDB: 9, DisableCache: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rc.Close()
+	flush := func() {
+		if err := rc.Do(ctx, rc.B().Flushdb().Build()).Error(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, layout := range []string{"index", "scan"} {
+		q := u.Query()
+		q.Set("events", layout)
+		u.RawQuery = q.Encode()
+		st, err := botstate.Open(ctx, u.String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, n := range sizes {
+			flush()
+			ns := st.Namespace("sweep")
+			if err := statetest.FillListings(ctx, ns, n); err != nil {
+				b.Fatal(err)
+			}
+			ev := ns.Events()
+			b.Run(fmt.Sprintf("events=%s/completed=%d/Due", layout, n), func(b *testing.B) {
+				cpu0 := serverCPU(b, rc)
+				for b.Loop() {
+					got, err := ev.Due(ctx, 10)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(got) != 10 {
+						b.Fatalf("Due listed %d events, want 10", len(got))
+					}
+				}
+				b.ReportMetric(float64((serverCPU(b, rc)-cpu0).Microseconds())/float64(b.N), "server-µs/op")
+			})
+		}
+		st.Close()
+	}
+	flush()
+}
+
+// serverCPU is the CPU time redis-server has used (INFO cpu).
+func serverCPU(b *testing.B, rc rueidis.Client) time.Duration {
+	info, err := rc.Do(context.Background(), rc.B().Info().Section("cpu").Build()).ToString()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }

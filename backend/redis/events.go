@@ -109,6 +109,9 @@ func unpackEvent(key, v string) (driver.Event, error) {
 // RecordEvent implements driver.Events: one script that stores the event
 // and joins it to the recorded index unless a live one is there.
 func (d *Driver) RecordEvent(ctx context.Context, ns string, w driver.EventWrite) (bool, error) {
+	if d.scan {
+		return d.scanRecord(ctx, ns, w)
+	}
 	e := driver.Event{Key: w.Key, Status: driver.EventRecorded, Payload: w.Payload, CreatedAt: w.Now, ExpiresAt: w.ExpiresAt}
 	keys, args := d.insertArgs(ns, evRecords, &e, w, "")
 	n, _, err := d.runEvent(ctx, recordScript, keys, args)
@@ -176,6 +179,17 @@ func (d *Driver) runEvent(ctx context.Context, s scriptRef, keys, args []string)
 
 // LookupEvent implements driver.Events with one GET.
 func (d *Driver) LookupEvent(ctx context.Context, ns, key string, now time.Time) (driver.Event, bool, error) {
+	if d.scan {
+		raw, present, err := d.scanGet(ctx, d.scanKey(ns, key))
+		if err != nil {
+			return driver.Event{}, false, err
+		}
+		e, live, err := scanEvent(key, raw, present, now)
+		if err != nil || !live {
+			return driver.Event{}, false, err
+		}
+		return e, true, nil
+	}
 	if err := d.check(); err != nil {
 		return driver.Event{}, false, err
 	}
@@ -199,6 +213,9 @@ func (d *Driver) LookupEvent(ctx context.Context, ns, key string, now time.Time)
 // ForgetEvent implements driver.Events: the value and its index entries go
 // together.
 func (d *Driver) ForgetEvent(ctx context.Context, ns, key string) error {
+	if d.scan {
+		return d.scanForget(ctx, ns, key)
+	}
 	base := d.nsBase(ns, domEvents)
 	_, _, err := d.runEvent(ctx, forgetScript, []string{d.eventKey(base, key), base + evClaims}, []string{key})
 	return err
@@ -210,6 +227,9 @@ func (d *Driver) ForgetEvent(ctx context.Context, ns, key string) error {
 // event is built here, so the script only stores it and the reply carries
 // no payload back.
 func (d *Driver) ClaimEvent(ctx context.Context, ns string, r driver.ClaimRequest) (driver.ClaimReply, error) {
+	if d.scan {
+		return d.scanClaim(ctx, ns, r)
+	}
 	fresh := driver.Event{Key: r.Key, Status: driver.EventClaimed, Payload: r.Payload, Token: r.Token,
 		Attempts: 1, CreatedAt: r.Now, LeaseUntil: r.LeaseUntil, ExpiresAt: r.ExpiresAt}
 	s := claimScript
@@ -263,6 +283,9 @@ func (d *Driver) fenced(ctx context.Context, s scriptRef, ns, key string, args [
 // CompleteEvent implements driver.Events in one script, fenced by the
 // token (driver.ApplyComplete).
 func (d *Driver) CompleteEvent(ctx context.Context, ns, key, token string, result []byte, now, expiresAt time.Time) error {
+	if d.scan {
+		return d.scanFenced(ctx, scCompleteScript, ns, key, []string{us(now), token, string(result), us(expiresAt), pxat(expiresAt)})
+	}
 	return d.fenced(ctx, completeScript, ns, key,
 		[]string{us(now), key, token, string(result), us(expiresAt), pxat(expiresAt), indexExpiry(expiresAt)})
 }
@@ -270,6 +293,9 @@ func (d *Driver) CompleteEvent(ctx context.Context, ns, key, token string, resul
 // ExtendEvent implements driver.Events in one script, fenced by the token
 // (driver.ApplyExtendEvent).
 func (d *Driver) ExtendEvent(ctx context.Context, ns, key, token string, now, leaseUntil, expiresAt time.Time) error {
+	if d.scan {
+		return d.scanFenced(ctx, scExtendScript, ns, key, []string{us(now), token, us(leaseUntil), us(expiresAt), pxat(expiresAt)})
+	}
 	return d.fenced(ctx, extendEventScript, ns, key,
 		[]string{us(now), key, token, us(leaseUntil), us(expiresAt), pxat(expiresAt), indexExpiry(expiresAt)})
 }
@@ -278,6 +304,9 @@ func (d *Driver) ExtendEvent(ctx context.Context, ns, key, token string, now, le
 // (driver.ApplyReleaseEvent): the claim leaves the claims index for the
 // released or the failed one in the same step.
 func (d *Driver) ReleaseEvent(ctx context.Context, ns string, r driver.ReleaseRequest) error {
+	if d.scan {
+		return d.scanRelease(ctx, ns, r)
+	}
 	return d.fenced(ctx, releaseEventScript, ns, r.Key, []string{us(r.Now), r.Key, r.Token, us(r.RetryAt),
 		us(r.ExpiresAt), pxat(r.ExpiresAt), indexExpiry(r.ExpiresAt), r.Reason, flag(r.Fail),
 		strconv.Itoa(r.MaxAttempts), flag(r.Defer), d.gcBound(r.Now, r.ExpiresAt)})
@@ -286,6 +315,9 @@ func (d *Driver) ReleaseEvent(ctx context.Context, ns string, r driver.ReleaseRe
 // RetryEvent implements driver.Events in one script
 // (driver.ApplyRetryEvent): a failed event moves back to the released index.
 func (d *Driver) RetryEvent(ctx context.Context, ns, key string, now, expiresAt time.Time) error {
+	if d.scan {
+		return d.scanRetry(ctx, ns, key, now, expiresAt)
+	}
 	base := d.nsBase(ns, domEvents)
 	n, _, err := d.runEvent(ctx, retryEventScript, []string{d.eventKey(base, key), base + evClaims},
 		[]string{us(now), key, us(expiresAt), pxat(expiresAt), indexExpiry(expiresAt)})
@@ -330,6 +362,11 @@ func (d *Driver) listEvents(ctx context.Context, ns string, now time.Time, limit
 // zset order (CreatedAt, then key bytewise) is the order asked for, and
 // keeping the claims whose lease ended.
 func (d *Driver) ExpiredEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	if d.scan {
+		return d.scanList(ctx, ns, now, limit, func(e *driver.Event) bool {
+			return e.Status == driver.EventClaimed && !e.LeaseUntil.After(now)
+		})
+	}
 	return d.listEvents(ctx, ns, now, limit, expiredScript)
 }
 
@@ -339,11 +376,17 @@ func (d *Driver) ExpiredEvents(ctx context.Context, ns string, now time.Time, li
 // live claims and the released events still waiting that are older than
 // what it returns, and no recorded, completed or failed event.
 func (d *Driver) DueEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	if d.scan {
+		return d.scanList(ctx, ns, now, limit, func(e *driver.Event) bool { return driver.EventDue(e, now) })
+	}
 	return d.listEvents(ctx, ns, now, limit, dueScript)
 }
 
 // FailedEvents implements driver.Events by walking the failed index.
 func (d *Driver) FailedEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	if d.scan {
+		return d.scanList(ctx, ns, now, limit, func(e *driver.Event) bool { return e.Status == driver.EventFailed })
+	}
 	return d.listEvents(ctx, ns, now, limit, failedScript)
 }
 
@@ -351,5 +394,8 @@ func (d *Driver) FailedEvents(ctx context.Context, ns string, now time.Time, lim
 // and recorded indexes, each in the order asked for (CreatedAt, then key
 // bytewise); failed events have an index of their own and are left out.
 func (d *Driver) PendingEvents(ctx context.Context, ns string, now time.Time, limit int) ([]driver.Event, error) {
+	if d.scan {
+		return d.scanList(ctx, ns, now, limit, driver.EventPending)
+	}
 	return d.listEvents(ctx, ns, now, limit, pendingScript)
 }

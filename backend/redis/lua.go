@@ -167,7 +167,7 @@ var evSet = lua("evSet")
 // KEYS[2], which is always one of them), record packing, and the helpers
 // that store a value and keep an index alive. The scripts on the paths that
 // must stay lean (Complete, Extend) define nothing more.
-var evBase = lua("evBase.head") + luaPack + luaLive + lua("evBase.tail")
+var evBase = lua("evBase.head") + luaPack + luaLive + lua("evOwn") + lua("evBase.tail")
 
 // evLib is the rest of the event helpers, defined after the new-key path.
 var evLib = evBase + lua("evLib")

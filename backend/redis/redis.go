@@ -43,6 +43,7 @@ type Driver struct {
 	prefix  string
 	cluster bool
 	borrow  bool // the client is the application's: Close leaves it open
+	scan    bool // index-free events (events=scan): see scanevents.go
 	closed  atomic.Bool
 	inserts atomic.Uint64
 }
@@ -58,6 +59,9 @@ type Options struct {
 	Prefix string
 	// Cluster is set for the redis+cluster schemes.
 	Cluster bool
+	// ScanEvents keeps events without an index (events=scan): a new event
+	// is one SET, and the recovery listings SCAN the namespace's keys.
+	ScanEvents bool
 }
 
 // ParseURL reads a backend URL:
@@ -69,9 +73,10 @@ type Options struct {
 //
 // Options: prefix (key prefix, default "botstate:"), dial_timeout and
 // write_timeout (Go durations), flush_delay (a Go duration, default
-// DefaultFlushDelay, 0 to turn it off), client_name, and skip_verify (TLS
-// only, for test certificates). Anything else is refused, so a typo never
-// goes unnoticed.
+// DefaultFlushDelay, 0 to turn it off), client_name, events (index, the
+// default, or scan: see Options.ScanEvents) and skip_verify (TLS only, for
+// test certificates). Anything else is refused, so a typo never goes
+// unnoticed.
 func ParseURL(u *url.URL) (Options, error) {
 	var o Options
 	bad := func(format string, args ...any) (Options, error) {
@@ -169,6 +174,14 @@ func ParseURL(u *url.URL) (Options, error) {
 			flushSet = true
 		case "client_name":
 			o.Client.ClientName = v
+		case "events":
+			switch v {
+			case "index":
+			case "scan":
+				o.ScanEvents = true
+			default:
+				return bad("events %q is neither index nor scan", v)
+			}
 		case "skip_verify":
 			b, err := strconv.ParseBool(v)
 			if err != nil || !tlsOn {
@@ -176,7 +189,7 @@ func ParseURL(u *url.URL) (Options, error) {
 			}
 			skipVerify = b
 		default:
-			return bad("unknown option %q (known: prefix, dial_timeout, write_timeout, flush_delay, client_name, skip_verify)", name)
+			return bad("unknown option %q (known: prefix, dial_timeout, write_timeout, flush_delay, client_name, events, skip_verify)", name)
 		}
 	}
 	if tlsOn {
@@ -219,7 +232,7 @@ func New(ctx context.Context, o Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis: connect to %s: %w: %w", strings.Join(o.Client.InitAddress, ","), driver.ErrUnavailable, err)
 	}
-	d := &Driver{client: c, prefix: o.Prefix, cluster: o.Cluster}
+	d := &Driver{client: c, prefix: o.Prefix, cluster: o.Cluster, scan: o.ScanEvents}
 	if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("redis: ping: %w", d.fail(ctx, err))

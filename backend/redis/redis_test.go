@@ -29,6 +29,25 @@ func TestConformanceCluster(t *testing.T) {
 	statetest.Run(t, statetest.URLOpener(statetest.BackendURL(t, "BOTSTATE_REDIS_CLUSTER_URL")))
 }
 
+// TestConformanceScanEvents runs the suite with index-free events
+// (events=scan) on a standalone server and on the Cluster, where each
+// event's key has a slot of its own.
+func TestConformanceScanEvents(t *testing.T) {
+	for _, env := range []string{"BOTSTATE_REDIS_URL", "BOTSTATE_REDIS_CLUSTER_URL"} {
+		t.Run(env, func(t *testing.T) {
+			statetest.Run(t, statetest.URLOpener(withOption(statetest.BackendURL(t, env), "events=scan")))
+		})
+	}
+}
+
+// withOption adds a query option to a backend URL.
+func withOption(raw, opt string) string {
+	if strings.Contains(raw, "?") {
+		return raw + "&" + opt
+	}
+	return raw + "?" + opt
+}
+
 // TestTLSWithACLUserAndDatabase opens a rediss:// URL with a user, a
 // password, a database and a key prefix, and checks that the items land
 // there and that a wrong password is refused.

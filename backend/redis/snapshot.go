@@ -415,6 +415,13 @@ func (d *Driver) importOp(r *driver.Record) (op, error) {
 		if !ok {
 			return op{}, errors.New("redis: import: bad event status")
 		}
+		if d.scan {
+			b := d.client.B().Set().Key(d.scanKey(r.NS, r.Key)).Value(packEvent(&e))
+			if e.ExpiresAt.IsZero() {
+				return op{cmd: b.Build()}, nil
+			}
+			return op{cmd: b.Pxat(pxatTime(e.ExpiresAt)).Build()}, nil
+		}
 		base := d.nsBase(r.NS, domEvents)
 		return lua(importEventScript, []string{d.eventKey(base, r.Key), base + evClaims}, packEvent(&e),
 			pxat(e.ExpiresAt), us(e.CreatedAt), r.Key, indexExpiry(e.ExpiresAt), strconv.Itoa(int(e.Status)))

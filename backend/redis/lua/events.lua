@@ -25,7 +25,7 @@ local P, R, N, F, O = B .. 'p', B .. 'r', B .. 'n', B .. 'f', B .. 'o'
 local MAX_REASON = '{{MAX_ATTEMPTS_REASON}}'
 
 
---- fragment: evBase.tail
+--- fragment: evOwn
 -- ev_store writes value v to key k with PXAT ms ("" for never).
 local function ev_store(k, v, ms)
   if ms == '' then
@@ -34,6 +34,19 @@ local function ev_store(k, v, ms)
     redis.call('SET', k, v, 'PXAT', ms)
   end
 end
+-- ev_owned returns the value of k unpacked when it is claimed with token
+-- (its lease lapsed or not) and live at now: the fence of Complete, Extend
+-- and Release (driver.Owns).
+local function ev_owned(k, token, now)
+  local cur = redis.call('GET', k)
+  if not cur then return nil end
+  local r = unpk(cur)
+  if not live(tonumber(r[5]), now) or r[1] ~= '2' or r[6] ~= token then return nil end
+  return r
+end
+
+
+--- fragment: evBase.tail
 -- ev_keep makes index key k live at least until ms (a missing k stays
 -- missing: PEXPIRETIME says -2 and PEXPIREAT does nothing).
 local function ev_keep(k, ms)
@@ -46,16 +59,6 @@ end
 -- ev_ext gives an unpacked value the fields older values lack.
 local function ev_ext(r)
   if not r[9] then r[9], r[10] = '', '0' end
-end
--- ev_owned returns the value of k unpacked when it is claimed with token
--- (its lease lapsed or not) and live at now: the fence of Complete, Extend
--- and Release (driver.Owns).
-local function ev_owned(k, token, now)
-  local cur = redis.call('GET', k)
-  if not cur then return nil end
-  local r = unpk(cur)
-  if not live(tonumber(r[5]), now) or r[1] ~= '2' or r[6] ~= token then return nil end
-  return r
 end
 
 
