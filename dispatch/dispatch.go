@@ -94,7 +94,8 @@ const (
 	// Queue (the zero value) waits in a bounded FIFO and is handled in
 	// arrival order.
 	Queue Mode = iota
-	// Drop discards a message that arrives while the scope is busy.
+	// Drop discards a message that arrives while the scope is busy (one
+	// re-driven after a failure, a lost lock or a crash waits for it).
 	Drop
 	// Debounce waits for a quiet period with no newer message, then handles
 	// the latest only; the handler learns what it skipped.
@@ -127,7 +128,8 @@ func (m Mode) String() string {
 // Policy is how a route treats the messages of one scope.
 type Policy struct {
 	Mode Mode
-	// QueueMax bounds the messages waiting per scope (0: no bound).
+	// QueueMax bounds the messages waiting per scope (0: no bound); a
+	// re-driven message joins the queue past the bound.
 	QueueMax int
 	// OnFull says which message a full queue drops.
 	OnFull botstate.Overflow
@@ -559,16 +561,30 @@ func (d *Dispatcher) Dispatch(ctx context.Context, routeName string, m Message) 
 		d.observe(Observation{Kind: KindDuplicate, Route: r.name, Scope: m.Scope, Key: m.Key, Attempt: c.Attempts})
 		return Duplicate, nil
 	}
-	return d.enter(ctx, r, pol, m, c)
+	return d.enter(ctx, r, pol, m, c, false)
 }
 
 // enter brings a claimed message to its scope's lock: it starts a worker
 // when it gets the lock, defers its claim to the queue when it waits, and
 // settles it as dropped when the scope refuses it.
-func (d *Dispatcher) enter(ctx context.Context, r *route, pol Policy, m Message, c botstate.Claim) (Outcome, error) {
+//
+// A message the recovery loop re-drives (redriven) was accepted before: the
+// scope never refuses it, it waits its turn instead. Its scope may even be
+// busy with the message itself: a holder that lost its lock, or died,
+// still holds its entry, which comes back to the front of the queue when
+// the lock lapses; refusing the message then would settle it as dropped,
+// unhandled.
+func (d *Dispatcher) enter(ctx context.Context, r *route, pol Policy, m Message, c botstate.Claim, redriven bool) (Outcome, error) {
 	key := lockKey(r.name, m.Scope)
 	e := entry{key: m.Key, token: c.Token.ID, payload: m.Payload}
-	res, err := d.lk.Acquire(ctx, key, d.cfg.Owner, e.encode(), pol.lockPolicy(d.lockTTL))
+	lp := pol.lockPolicy(d.lockTTL)
+	if redriven {
+		if lp.Strategy == botstate.Reject {
+			lp.Strategy = botstate.Queue
+		}
+		lp.QueueMax = 0
+	}
+	res, err := d.lk.Acquire(ctx, key, d.cfg.Owner, e.encode(), lp)
 	if err != nil {
 		// Not accepted: give the claim back so a redelivery can take it.
 		d.background(func(ctx context.Context) error { return d.ev.Release(ctx, c.Token) })

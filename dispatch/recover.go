@@ -37,8 +37,9 @@ func (d *Dispatcher) recoverLoop() {
 // Config.RecoverEvery): it takes over the queues of scopes whose holder
 // lapsed, starting with the message the holder was handling, and re-drives
 // claims that lapsed and retries that are due, as if they were delivered
-// again. Messages that waited in a queue past their entry TTL are settled
-// as skipped. It returns how many messages and queues it took. Events of
+// again, except that a busy or full scope does not drop them: they wait.
+// Messages that waited in a queue past their entry TTL are settled as
+// skipped. It returns how many messages and queues it took. Events of
 // the namespace that are not the dispatcher's, or of routes this process
 // has not registered, are left alone.
 func (d *Dispatcher) Recover(ctx context.Context) (int, error) {
@@ -145,6 +146,6 @@ func (d *Dispatcher) redrive(ctx context.Context, e *botstate.Event) bool {
 		d.observe(o)
 		return true
 	}
-	_, err = d.enter(ctx, r, pol, Message{Key: e.Key, Scope: env.scope, Payload: env.payload}, c)
+	_, err = d.enter(ctx, r, pol, Message{Key: e.Key, Scope: env.scope, Payload: env.payload}, c, true)
 	return err == nil
 }

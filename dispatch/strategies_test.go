@@ -335,17 +335,26 @@ func TestHandlerLongerThanItsLeaseRunsOnce(t *testing.T) {
 // key's.
 func deadHolder(t *testing.T, st *botstate.Store, route, scope, key string, ttl time.Duration) {
 	t.Helper()
+	staleHolder(t, st, route, scope, key, ttl, ttl)
+}
+
+// staleHolder leaves in the store what a worker handling key in scope
+// holds, and returns it: key's claim for lease, and the scope's lock, with
+// key's entry, for lockTTL.
+func staleHolder(t *testing.T, st *botstate.Store, route, scope, key string, lease, lockTTL time.Duration) (botstate.EventToken, botstate.Lock) {
+	t.Helper()
 	ctx := context.Background()
 	env := envelope{route: route, scope: scope, payload: []byte(key)}
-	c, err := st.Events().Claim(ctx, key, env.encode(), ttl)
+	c, err := st.Events().Claim(ctx, key, env.encode(), lease)
 	if err != nil || c.Status != botstate.Claimed {
 		t.Fatalf("claim: %v %v", c.Status, err)
 	}
 	e := entry{key: key, token: c.Token.ID, payload: []byte(key)}
-	r, err := st.Locks().Acquire(ctx, lockKey(route, scope), "dead", e.encode(), botstate.LockPolicy{Strategy: botstate.Queue, TTL: ttl})
+	r, err := st.Locks().Acquire(ctx, lockKey(route, scope), "dead", e.encode(), botstate.LockPolicy{Strategy: botstate.Queue, TTL: lockTTL})
 	if err != nil || r.Status != botstate.Acquired {
 		t.Fatalf("acquire: %v %v", r.Status, err)
 	}
+	return c.Token, r.Lock
 }
 
 func TestQueueOfADeadHolderIsHandledInOrderWithNoNewMessage(t *testing.T) {
@@ -365,6 +374,89 @@ func TestQueueOfADeadHolderIsHandledInOrderWithNoNewMessage(t *testing.T) {
 		}
 		if rs[0].attempt != 2 {
 			t.Fatalf("the dead holder's message ran as attempt %d, want 2", rs[0].attempt)
+		}
+	})
+}
+
+// TestRedrivenMessageIsHandledBesideItsOwnEntry: a holder that lost its
+// scope's lock while handling m0, and gave m0 back at once as a worker does
+// then, or that died (m0's claim lapses before its lock), leaves m0's entry
+// on the lock. Recovery re-drives m0 into the scope while that entry still
+// holds it; then the lock lapses, and the entry comes back to the front of
+// the queue, before the re-driven copy. Whatever the policy, m0 is handled
+// once. Before, it never was: under Drop, or with a full queue that drops
+// the newest, the re-drive found the scope busy (with m0 itself) and
+// settled m0 as dropped; under Debounce, Burst and Interrupt the worker
+// that took the front entry skipped m0 in favour of its own copy, and the
+// copy found m0 completed (as skipped).
+func TestRedrivenMessageIsHandledBesideItsOwnEntry(t *testing.T) {
+	policies := []struct {
+		name string
+		pol  Policy
+		want []string // handled, in order
+	}{
+		{"queue", Policy{}, []string{"m0"}},
+		{"drop", Policy{Mode: Drop}, []string{"m0"}},
+		{"full queue", Policy{QueueMax: 1, OnFull: botstate.DropNewest}, []string{"m0", "m1"}},
+		{"debounce", Policy{Mode: Debounce, Quiet: 50 * time.Millisecond}, []string{"m0"}},
+		{"burst", Policy{Mode: Burst, Quiet: 50 * time.Millisecond}, []string{"m0"}},
+		{"interrupt", Policy{Interrupt: true}, []string{"m0"}},
+	}
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for _, p := range policies {
+			for _, died := range []bool{false, true} {
+				how := "lost its lock"
+				if died {
+					how = "died"
+				}
+				t.Run(p.name+"/"+how, func(t *testing.T) {
+					cfg := fast
+					cfg.RecoverEvery = -1 // the recovery passes are made below, in order
+					f := newFleet(t, b, 1, cfg)
+					j := newJournal()
+					// Long enough for Interrupt's poll to see the copy.
+					f.handle("r", Route{Handler: j.wrap(sleepFor(100 * time.Millisecond)), Policy: p.pol})
+					ctx := context.Background()
+					ev, lk, d := f.store.Events(), f.store.Locks(), f.ds[0]
+					lease := time.Hour
+					if died {
+						lease = 100 * time.Millisecond
+					}
+					tok, lock := staleHolder(t, f.store, "r", "s", "m0", lease, time.Hour)
+					if len(p.want) > 1 {
+						if out := f.dispatch(0, "r", Message{Key: "m1", Scope: "s"}); out != Queued {
+							t.Fatalf("m1 behind m0: %v, want queued", out)
+						}
+					}
+					if died {
+						time.Sleep(2 * lease)
+					} else if err := ev.ReleaseAfter(ctx, tok, 0, "handler stopped: lock lost or shutting down"); err != nil {
+						t.Fatal(err) // what worker.giveBack does
+					}
+					if _, err := d.Recover(ctx); err != nil { // re-drives m0
+						t.Fatal(err)
+					}
+					if err := lk.Abandon(ctx, lock); err != nil { // the lock lapses
+						t.Fatal(err)
+					}
+					if _, err := d.Recover(ctx); err != nil { // takes the scope over
+						t.Fatal(err)
+					}
+					j.waitFor(t, "everything settled", 10*time.Second, func([]run) bool {
+						evs, err := ev.Pending(ctx, 10)
+						st, ierr := lk.Inspect(ctx, lockKey("r", "s"))
+						return err == nil && ierr == nil && len(evs) == 0 && len(st.Holders) == 0 && len(st.Pending) == 0
+					})
+					rs := j.snapshot()
+					if fmt.Sprint(okKeys(rs)) != fmt.Sprint(p.want) || len(rs) != len(p.want) {
+						e, err := ev.Get(ctx, "m0")
+						t.Fatalf("runs %+v, want %v handled once each; m0 in the store: %v %s (%v)", rs, p.want, e.Status, e.Result, err)
+					}
+					if e, err := ev.Get(ctx, "m0"); err != nil || e.Status != botstate.EventCompleted || len(e.Result) > 0 {
+						t.Fatalf("m0 in the store: %v %s (%v), want completed by its handler", e.Status, e.Result, err)
+					}
+				})
+			}
 		}
 	})
 }

@@ -217,12 +217,28 @@ func (w *worker) step(cur *item, burst bool) (lost bool, err error) {
 		if err != nil {
 			return false, err
 		}
-		if len(st.Pending) > 0 {
+		if otherWaits(st.Pending, cur.msg.Key) {
 			w.skip(cur)
 			return false, nil
 		}
 	}
 	return w.handle(cur), nil
+}
+
+// otherWaits reports whether a message other than key waits in pending. The
+// message in hand can wait there too: when a holder lost its lock or died,
+// recovery re-drives the message into the queue while the holder's entry of
+// it comes back to the front, and the worker that takes the front entry
+// then finds the copy behind it. A copy is no newer message: skipping the
+// message in its favour would settle it unhandled, and the copy then finds
+// it completed.
+func otherWaits(pending []botstate.Entry, key string) bool {
+	for _, e := range pending {
+		if en, err := decodeEntry(e.Payload); err != nil || en.key != key {
+			return true
+		}
+	}
+	return false
 }
 
 func ignoreLost(err error) error {
@@ -235,6 +251,8 @@ func ignoreLost(err error) error {
 // supersede pops the next waiting message, keeping the lock. When there is
 // one, cur is skipped in its favour (cur and then the entries the lock
 // skipped, in age order) and replaced by it, claimed; replaced reports that.
+// A copy of cur (see otherWaits) is dropped instead, cur kept, and replaced
+// reported too, so that the caller looks again.
 func (w *worker) supersede(cur *item) (replaced bool, err error) {
 	ctx, cancel := w.call()
 	h, err := w.d.lk.Next(ctx, w.lock, w.d.lockTTL)
@@ -248,6 +266,11 @@ func (w *worker) supersede(cur *item) (replaced bool, err error) {
 		if next, err = itemOf(*h.Next, w.scope); err != nil {
 			w.d.log.Error("dispatch: undecodable lock entry; skipping it", "lock", w.key, "err", err)
 		}
+	}
+	if next.valid() && next.msg.Key == cur.msg.Key {
+		// This worker holds the message's claim: the copy's is stale.
+		w.takeSkipped(h.Skipped)
+		return true, nil
 	}
 	if next.valid() {
 		w.skip(cur)
@@ -427,7 +450,7 @@ func (w *worker) handle(it *item) (lost bool) {
 	defer cancel(nil)
 	ka := w.keepAlive(jctx, cancel, it, start)
 	w.setCancel(cancel)
-	stopPoll := w.pollInterrupts(jctx, cancel)
+	stopPoll := w.pollInterrupts(jctx, cancel, it.msg.Key)
 	job := &Job{Message: it.msg, Route: w.r.name, Attempt: it.claim.Attempts, Skipped: w.skipped}
 	w.skipped = nil
 	err := safeCall(w.r.Handler, jctx, job)
@@ -665,9 +688,10 @@ func safeCall(h Handler, ctx context.Context, job *Job) (err error) {
 }
 
 // pollInterrupts watches, under Policy.Interrupt, for a message queued for
-// the scope by another process while the handler runs, and cancels the
-// handler when one is. The returned func stops it.
-func (w *worker) pollInterrupts(ctx context.Context, cancel context.CancelCauseFunc) func() {
+// the scope by another process while the handler of key runs, and cancels
+// the handler when one is (a copy of key is none: see otherWaits). The
+// returned func stops it.
+func (w *worker) pollInterrupts(ctx context.Context, cancel context.CancelCauseFunc, key string) func() {
 	if !w.pol.Interrupt {
 		return func() {}
 	}
@@ -685,7 +709,7 @@ func (w *worker) pollInterrupts(ctx context.Context, cancel context.CancelCauseF
 			case <-t.C:
 			}
 			st, err := w.d.lk.Inspect(ctx, w.key)
-			if err == nil && len(st.Pending) > 0 {
+			if err == nil && otherWaits(st.Pending, key) {
 				cancel(ErrInterrupted)
 				return
 			}
