@@ -344,8 +344,8 @@ func BenchmarkBrowse(b *testing.B) {
 // "0,1000000"; "10000000" for ten million). Beside the time per sweep it
 // reports the server's CPU per sweep (redis-server's used_cpu_user and
 // used_cpu_sys from INFO, before and after). It works in database 9 of
-// the standalone server, which it empties (FLUSHDB) before and after each
-// size.
+// the standalone server, which it empties (FLUSHDB ASYNC) before each size
+// and at the end.
 //
 //	BOTSTATE_SWEEP_SIZES=0,1000000,10000000 go test -run '^$' -bench Sweep -benchtime 5x -timeout 60m ./backend/redis/
 func BenchmarkSweep(b *testing.B) {
@@ -373,42 +373,45 @@ func BenchmarkSweep(b *testing.B) {
 	}
 	defer rc.Close()
 	flush := func() {
-		if err := rc.Do(ctx, rc.B().Flushdb().Build()).Error(); err != nil {
+		if err := rc.Do(ctx, rc.B().Flushdb().Async().Build()).Error(); err != nil {
 			b.Fatal(err)
 		}
 	}
 	for _, layout := range []string{"index", "scan"} {
-		q := u.Query()
-		q.Set("events", layout)
-		u.RawQuery = q.Encode()
-		st, err := botstate.Open(ctx, u.String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, n := range sizes {
-			flush()
-			ns := st.Namespace("sweep")
-			if err := statetest.FillListings(ctx, ns, n); err != nil {
+		b.Run("events="+layout, func(b *testing.B) {
+			lu := *u
+			q := lu.Query()
+			q.Set("events", layout)
+			lu.RawQuery = q.Encode()
+			st, err := botstate.Open(ctx, lu.String())
+			if err != nil {
 				b.Fatal(err)
 			}
-			ev := ns.Events()
-			b.Run(fmt.Sprintf("events=%s/completed=%d/Due", layout, n), func(b *testing.B) {
-				cpu0 := serverCPU(b, rc)
-				for b.Loop() {
-					got, err := ev.Due(ctx, 10)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if len(got) != 10 {
-						b.Fatalf("Due listed %d events, want 10", len(got))
-					}
+			defer st.Close()
+			for _, n := range sizes {
+				flush()
+				ns := st.Namespace("sweep")
+				if err := statetest.FillListings(ctx, ns, n); err != nil {
+					b.Fatal(err)
 				}
-				b.ReportMetric(float64((serverCPU(b, rc)-cpu0).Microseconds())/float64(b.N), "server-µs/op")
-			})
-		}
-		st.Close()
+				ev := ns.Events()
+				b.Run(fmt.Sprintf("completed=%d/Due", n), func(b *testing.B) {
+					cpu0 := serverCPU(b, rc)
+					for b.Loop() {
+						got, err := ev.Due(ctx, 10)
+						if err != nil {
+							b.Fatal(err)
+						}
+						if len(got) != 10 {
+							b.Fatalf("Due listed %d events, want 10", len(got))
+						}
+					}
+					b.ReportMetric(float64((serverCPU(b, rc)-cpu0).Microseconds())/float64(b.N), "server-µs/op")
+				})
+			}
+			flush()
+		})
 	}
-	flush()
 }
 
 // serverCPU is the CPU time redis-server has used (INFO cpu).
@@ -429,4 +432,80 @@ func serverCPU(b *testing.B, rc rueidis.Client) time.Duration {
 		}
 	}
 	return time.Duration(total * float64(time.Second))
+}
+
+// BenchmarkClaimCluster: Claim of new keys in one namespace on the 3-master
+// Cluster (BOTSTATE_REDIS_CLUSTER_URL), 256 goroutines, with each event
+// layout. Beside the throughput it reports how the commands spread over
+// the masters: the busiest master's share of total_commands_processed
+// (1.0 when one master does all the work, about 0.33 when three share it).
+//
+//	go test -run '^$' -bench ClaimCluster -benchtime 3s ./backend/redis/
+func BenchmarkClaimCluster(b *testing.B) {
+	raw := statetest.BackendURL(b, "BOTSTATE_REDIS_CLUSTER_URL")
+	u, err := url.Parse(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	var masters []rueidis.Client
+	for _, addr := range strings.Split(u.Host, ",") {
+		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		role, err := c.Do(ctx, c.B().Role().Build()).ToArray()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r, _ := role[0].ToString(); r == "master" {
+			masters = append(masters, c)
+		}
+	}
+	processed := func() []int64 {
+		out := make([]int64, len(masters))
+		for i, c := range masters {
+			info, err := c.Do(ctx, c.B().Info().Section("stats").Build()).ToString()
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, line := range strings.Split(info, "\n") {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+					out[i], _ = strconv.ParseInt(v, 10, 64)
+				}
+			}
+		}
+		return out
+	}
+	payload := []byte("{\"type\":\"message\"}")
+	for _, layout := range []string{"index", "scan"} {
+		b.Run("events="+layout, func(b *testing.B) {
+			q := u.Query()
+			q.Set("events", layout)
+			lu := *u
+			lu.RawQuery = q.Encode()
+			st, err := botstate.Open(ctx, lu.String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			ev := st.Namespace(fmt.Sprintf("cbench-%d", time.Now().UnixNano())).Events()
+			before := processed()
+			runParallel(b, "cluster/"+layout, 256, func(ctx context.Context, i int64) error {
+				_, err := ev.Claim(ctx, "k"+strconv.FormatInt(i, 10), payload, time.Minute)
+				return err
+			})
+			after := processed()
+			var total, busiest int64
+			for i := range after {
+				d := after[i] - before[i]
+				total += d
+				busiest = max(busiest, d)
+			}
+			if total > 0 {
+				b.ReportMetric(float64(busiest)/float64(total), "busiest-share")
+			}
+		})
+	}
 }
