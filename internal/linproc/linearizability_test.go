@@ -335,9 +335,11 @@ const checkTimeout = 2 * time.Minute
 // client) and checks the merged history of their event and lock operations
 // against the models of the contract.
 func TestHistoriesAcrossProcessesAreLinearizable(t *testing.T) {
-	for _, b := range []struct{ name, env, served string }{
+	for _, b := range []struct{ name, env, served, option string }{
 		{name: "redis", env: "BOTSTATE_REDIS_URL"},
 		{name: "redis-cluster", env: "BOTSTATE_REDIS_CLUSTER_URL"},
+		// Index-free events: the rarer paths are a compare-and-set loop.
+		{name: "redis-cluster-scan", env: "BOTSTATE_REDIS_CLUSTER_URL", option: "events=scan"},
 		{name: "postgres", env: "BOTSTATE_POSTGRES_URL"},
 		{name: "dynamodb", env: "BOTSTATE_DYNAMODB_URL"},
 		// The server over the two backends that live in one process.
@@ -349,6 +351,9 @@ func TestHistoriesAcrossProcessesAreLinearizable(t *testing.T) {
 			switch b.served {
 			case "":
 				url = statetest.BackendURL(t, b.env)
+				if b.option != "" {
+					url += "?" + b.option
+				}
 			case "file://":
 				url = serve(t, "file://"+filepath.ToSlash(filepath.Join(t.TempDir(), "state.db")))
 			default:
