@@ -68,7 +68,8 @@ func fromDriverConversation(op string, dc driver.Conversation) (Conversation, er
 }
 
 // encodeObject turns a data map into the canonical JSON object every backend
-// stores.
+// stores, and measures it as stored (driver.DataSize), the measure a
+// backend applies to the result of a merge.
 func (s *Store) encodeObject(op, what string, m map[string]any) ([]byte, error) {
 	if m == nil {
 		return nil, invalid(op, "%s is nil", what)
@@ -77,12 +78,12 @@ func (s *Store) encodeObject(op, what string, m map[string]any) ([]byte, error) 
 	if err != nil {
 		return nil, invalid(op, "%s does not encode as JSON: %v", what, err)
 	}
-	if err := s.checkSize(op, what, b); err != nil {
-		return nil, err
-	}
 	b, err = driver.CanonicalObject(b)
 	if err != nil {
 		return nil, invalid(op, "%s: %v", what, err)
+	}
+	if n := driver.DataSize(b); n > s.core.cfg.maxValueSize {
+		return nil, tooLarge(op, "%s is %d bytes, over the %d-byte limit", what, n, s.core.cfg.maxValueSize)
 	}
 	return b, nil
 }
@@ -162,7 +163,9 @@ func (c *Conversations) SetData(ctx context.Context, key string, data map[string
 // UpdateData merges patch into the data, top-level key by key (a key in
 // patch replaces the stored one; a nil value stores null), in one atomic
 // step on the backend, and returns the merged conversation. It creates the
-// conversation when absent.
+// conversation when absent. WithMaxValueSize bounds the merged data as it
+// bounds the patch: a merge whose result would be over it returns
+// ErrTooLarge and changes nothing.
 func (c *Conversations) UpdateData(ctx context.Context, key string, patch map[string]any) (Conversation, error) {
 	const op = "Conversations.UpdateData"
 	w, err := c.write(ctx, op, key)
@@ -173,7 +176,7 @@ func (c *Conversations) UpdateData(ctx context.Context, key string, patch map[st
 	if err != nil {
 		return Conversation{}, err
 	}
-	dc, err := c.s.core.drv.MergeConversationData(ctx, c.s.ns, w, b)
+	dc, err := c.s.core.drv.MergeConversationData(ctx, c.s.ns, w, b, c.s.core.cfg.maxValueSize)
 	return c.done(op, dc, err)
 }
 

@@ -259,10 +259,11 @@ const fuzzMaxValue = 256
 // documented (each top-level member of the patch replaces the stored one,
 // null included; nested objects are replaced, not merged), stores the
 // canonical form, bumps the version by one and reads back as it returned;
-// a refused merge (bad key, nil patch, a value JSON cannot encode, over
-// the size limit, a cancelled context) returns a typed error and changes
-// nothing stored. driver.MergeObjects, which every backend that merges in
-// Go uses, gives the same result on the raw bytes.
+// a refused merge (bad key, nil patch, a value JSON cannot encode, a patch
+// or a merged result over the size limit as stored, a cancelled context)
+// returns a typed error and changes nothing stored. driver.MergeObjects,
+// which every backend that merges in Go uses, gives the same result on the
+// raw bytes.
 //
 // how picks what goes wrong: bit 0 puts a NaN in the patch, bit 1 a
 // channel, bit 2 cancels the context.
@@ -296,7 +297,15 @@ func FuzzConversationMerge(f *testing.F) {
 			patchMap = nil
 		}
 		plain, _ := json.Marshal(patchMap)
-		valid := botstate.CheckKey("key", key) == nil && patchMap != nil && len(plain) <= fuzzMaxValue && how&7 == 0
+		valid := botstate.CheckKey("key", key) == nil && patchMap != nil && how&7 == 0
+		if valid { // the patch and the result, as stored, within the limit
+			canon := mustCanonical(t, plain)
+			merged, err := driver.MergeObjects(prev.raw, canon)
+			if err != nil {
+				t.Fatalf("MergeObjects(%s, %s): %v", prev.raw, canon, err)
+			}
+			valid = driver.DataSize(canon) <= fuzzMaxValue && driver.DataSize(merged) <= fuzzMaxValue
+		}
 		if patchMap != nil && how&1 != 0 {
 			patchMap["nan"] = math.NaN()
 		}

@@ -107,7 +107,9 @@ func WithEventLimit(n int) Option {
 }
 
 // WithMaxValueSize bounds payloads, results, data and bodies in bytes
-// (default 1 MiB).
+// (default 1 MiB). Conversation data and thread and channel state count as
+// stored, compact JSON (driver.DataSize); the bound holds for what a merge
+// leaves as well as for each patch.
 func WithMaxValueSize(n int) Option {
 	return func(c *config) {
 		if n <= 0 {

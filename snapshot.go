@@ -406,12 +406,12 @@ func (s *Store) checkRecord(r *Record) error {
 		if len(r.Data) == 0 {
 			return errors.New("data is missing")
 		}
-		if err := s.checkSize(op, "data", r.Data); err != nil {
-			return err
-		}
 		d, err := driver.CanonicalObject(r.Data)
 		if err != nil {
 			return fmt.Errorf("data is not a JSON object: %v", err)
+		}
+		if err := s.checkSize(op, "data", d); err != nil { // as stored, as the API measures it
+			return err
 		}
 		r.Data = d
 		return nil

@@ -164,7 +164,9 @@ func (m *StateMap) Put(ctx context.Context, id string, data map[string]any, ttl 
 
 // Merge merges patch into the map stored for id, top-level key by key, in
 // one atomic step, and returns the result; the map then expires after ttl
-// (0: never). An absent map is created.
+// (0: never). An absent map is created. WithMaxValueSize bounds the result
+// as it bounds the patch: a merge whose result would be over it returns
+// ErrTooLarge and changes nothing.
 func (m *StateMap) Merge(ctx context.Context, id string, patch map[string]any, ttl time.Duration) (map[string]any, error) {
 	op := m.name + ".Merge"
 	if err := m.begin(ctx, op, id); err != nil {
@@ -178,7 +180,7 @@ func (m *StateMap) Merge(ctx context.Context, id string, patch map[string]any, t
 		return nil, err
 	}
 	now := m.s.now()
-	d, err := m.s.core.drv.MergeDoc(ctx, m.s.ns, m.scope, id, b, now, after(now, ttl))
+	d, err := m.s.core.drv.MergeDoc(ctx, m.s.ns, m.scope, id, b, m.s.core.cfg.maxValueSize, now, after(now, ttl))
 	if err != nil {
 		return nil, wrap(op, err)
 	}

@@ -274,8 +274,11 @@ type Conversations interface {
 	// SetConversationData replaces data, keeping flow and state.
 	SetConversationData(ctx context.Context, ns string, w ConversationWrite, data []byte) (Conversation, error)
 	// MergeConversationData merges the top-level keys of patch into data
-	// (patch wins; see MergeObjects) in one atomic step and returns the result.
-	MergeConversationData(ctx context.Context, ns string, w ConversationWrite, patch []byte) (Conversation, error)
+	// (patch wins; see MergeObjects) in one atomic step and returns the
+	// result. When the merged data would be over maxSize bytes (DataSize;
+	// zero is no limit), it returns ErrTooLarge (CheckMergedSize) and
+	// changes nothing: the check is part of the atomic step.
+	MergeConversationData(ctx context.Context, ns string, w ConversationWrite, patch []byte, maxSize int) (Conversation, error)
 	// SwapConversation writes next's flow, state and data if the stored
 	// version equals version (0: the conversation must be absent), else
 	// returns ErrConflict and changes nothing.
@@ -329,8 +332,9 @@ type Threads interface {
 	GetDoc(ctx context.Context, ns string, scope Scope, id string, now time.Time) (Doc, bool, error)
 	// PutDoc replaces the doc.
 	PutDoc(ctx context.Context, ns string, scope Scope, id string, data []byte, now, expiresAt time.Time) error
-	// MergeDoc merges patch into the doc (created when absent) atomically.
-	MergeDoc(ctx context.Context, ns string, scope Scope, id string, patch []byte, now, expiresAt time.Time) (Doc, error)
+	// MergeDoc merges patch into the doc (created when absent) atomically,
+	// bounded by maxSize as MergeConversationData is.
+	MergeDoc(ctx context.Context, ns string, scope Scope, id string, patch []byte, maxSize int, now, expiresAt time.Time) (Doc, error)
 	// DeleteDoc removes it; absent is not an error.
 	DeleteDoc(ctx context.Context, ns string, scope Scope, id string) error
 

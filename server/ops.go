@@ -52,9 +52,9 @@ func (c *check) size(what string, n int) {
 	}
 }
 
-// object checks a JSON object and returns its canonical form.
+// object checks a JSON object and returns its canonical form, measured as
+// stored (driver.DataSize), as the portable package measures data.
 func (c *check) object(what string, raw json.RawMessage) []byte {
-	c.size(what, len(raw))
 	if c.err != nil {
 		return nil
 	}
@@ -65,8 +65,22 @@ func (c *check) object(what string, raw json.RawMessage) []byte {
 	out, err := driver.CanonicalObject(raw)
 	if err != nil {
 		c.invalid("%s is not a JSON object: %v", what, err)
+		return nil
 	}
+	c.size(what, driver.DataSize(out))
 	return out
+}
+
+// mergeLimit is the size limit of a merge's result: the server's, or the
+// request's max_size when that is smaller.
+func (c *check) mergeLimit(maxSize int) int {
+	if maxSize < 0 {
+		c.invalid("max_size %d is negative", maxSize)
+	}
+	if maxSize > 0 && maxSize < c.s.cfg.MaxValueSize {
+		return maxSize
+	}
+	return c.s.cfg.MaxValueSize
 }
 
 // body checks a JSON document kept byte for byte.
@@ -154,9 +168,8 @@ func convWrite(c *call, k *check, key string, now, expiresAt time.Time) driver.C
 	return driver.ConversationWrite{Key: key, Now: c.at(k.when("now", now)), ExpiresAt: k.when("expires_at", expiresAt)}
 }
 
-// convData is set-data and merge-data: a checked object given to write
-// (SetConversationData or MergeConversationData).
-func convData(write func(ctx context.Context, ns string, w driver.ConversationWrite, data []byte) (driver.Conversation, error)) handler {
+// setData is set-data: a checked object given to SetConversationData.
+func setData(d driver.Driver) handler {
 	return op(func(ctx context.Context, c *call, k *check, r *wire.SetDataReq) (any, error) {
 		k.key("conversation key", r.Key)
 		data := k.object("data", r.Data)
@@ -164,7 +177,23 @@ func convData(write func(ctx context.Context, ns string, w driver.ConversationWr
 		if k.err != nil {
 			return nil, nil
 		}
-		cv, err := write(ctx, c.ns, w, data)
+		cv, err := d.SetConversationData(ctx, c.ns, w, data)
+		return item(err == nil, driver.ConversationRecord(c.ns, cv)), err
+	})
+}
+
+// mergeData is merge-data: a checked patch given to MergeConversationData
+// with the merge's limit, whose ErrTooLarge answers 413.
+func mergeData(d driver.Driver) handler {
+	return op(func(ctx context.Context, c *call, k *check, r *wire.MergeDataReq) (any, error) {
+		k.key("conversation key", r.Key)
+		patch := k.object("data", r.Data)
+		limit := k.mergeLimit(r.MaxSize)
+		w := convWrite(c, k, r.Key, r.Now, r.ExpiresAt)
+		if k.err != nil {
+			return nil, nil
+		}
+		cv, err := d.MergeConversationData(ctx, c.ns, w, patch, limit)
 		return item(err == nil, driver.ConversationRecord(c.ns, cv)), err
 	})
 }
@@ -351,8 +380,8 @@ func (s *Server) handlers() map[string]handler {
 			cv, err := d.SetConversationState(ctx, c.ns, w, r.Flow, r.SetFlow, r.State)
 			return item(err == nil, driver.ConversationRecord(c.ns, cv)), err
 		}),
-		"conversations/set-data":   convData(d.SetConversationData),
-		"conversations/merge-data": convData(d.MergeConversationData),
+		"conversations/set-data":   setData(d),
+		"conversations/merge-data": mergeData(d),
 		"conversations/swap": op(func(ctx context.Context, c *call, k *check, r *wire.SwapReq) (any, error) {
 			k.key("conversation key", r.Key)
 			k.text("flow", r.Flow)
@@ -436,15 +465,16 @@ func (s *Server) handlers() map[string]handler {
 			}
 			return wire.Empty{}, d.PutDoc(ctx, c.ns, scope, r.ID, data, now, exp)
 		}),
-		"docs/merge": op(func(ctx context.Context, c *call, k *check, r *wire.PutDocReq) (any, error) {
+		"docs/merge": op(func(ctx context.Context, c *call, k *check, r *wire.MergeDocReq) (any, error) {
 			scope := docScope(k, r.Scope)
 			k.key("id", r.ID)
 			patch := k.object("data", r.Data)
+			limit := k.mergeLimit(r.MaxSize)
 			now, exp := c.at(k.when("now", r.Now)), k.when("expires_at", r.ExpiresAt)
 			if k.err != nil {
 				return nil, nil
 			}
-			doc, err := d.MergeDoc(ctx, c.ns, scope, r.ID, patch, now, exp)
+			doc, err := d.MergeDoc(ctx, c.ns, scope, r.ID, patch, limit, now, exp)
 			return item(err == nil, docRecord(c.ns, scope, doc)), err
 		}),
 		"docs/delete": op(func(ctx context.Context, c *call, k *check, r *wire.DocReq) (any, error) {

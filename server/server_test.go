@@ -131,7 +131,7 @@ func samples(now time.Time) map[string]any {
 		"conversations/get":                wire.KeyNowReq{Key: "conv"},
 		"conversations/set-state":          wire.SetStateReq{Key: "conv", State: "other"},
 		"conversations/set-data":           wire.SetDataReq{Key: "conv", Data: json.RawMessage(`{"x":2}`)},
-		"conversations/merge-data":         wire.SetDataReq{Key: "conv", Data: json.RawMessage(`{"y":3}`)},
+		"conversations/merge-data":         wire.MergeDataReq{Key: "conv", Data: json.RawMessage(`{"y":3}`)},
 		"conversations/swap":               wire.SwapReq{Key: "conv", Version: 1, State: "swapped", Data: json.RawMessage(`{}`)},
 		"conversations/delete":             wire.KeyReq{Key: "conv"},
 		"threads/subscribe":                wire.SubscribeReq{Thread: "T2"},
@@ -140,7 +140,7 @@ func samples(now time.Time) map[string]any {
 		"threads/subscriptions":            wire.ListSubscriptionsReq{},
 		"docs/get":                         wire.DocReq{Scope: "thread", ID: "T1"},
 		"docs/put":                         wire.PutDocReq{Scope: "thread", ID: "T1", Data: json.RawMessage(`{"a":1}`)},
-		"docs/merge":                       wire.PutDocReq{Scope: "channel", ID: "C1", Data: json.RawMessage(`{"a":1}`)},
+		"docs/merge":                       wire.MergeDocReq{Scope: "channel", ID: "C1", Data: json.RawMessage(`{"a":1}`)},
 		"docs/delete":                      wire.DocReq{Scope: "thread", ID: "T1"},
 		"cache/get":                        wire.KeyNowReq{Key: "cached"},
 		"cache/set":                        wire.CacheSetReq{Key: "cached", Value: []byte("v2")},
@@ -353,6 +353,12 @@ func TestBadInputGetsAProblemAndChangesNothing(t *testing.T) {
 		{"not found", "POST", "/v1/ns/a/events/retry", `{"key":"never"}`, 404, wire.CodeNotFound},
 		{"not the owner", "POST", "/v1/ns/a/events/complete", `{"key":"claimed","token":"not-it"}`, 409, wire.CodeNotOwner},
 		{"a conflict", "POST", "/v1/ns/a/conversations/swap", `{"key":"conv","version":7,"data":{}}`, 409, wire.CodeConflict},
+		// T1 holds {"topic":"x"}, 13 bytes: each patch fits, the result
+		// does not (30 bytes over max_size 20; 1025 over the server's 1024,
+		// which a bigger max_size does not lift).
+		{"a merge over max_size", "POST", "/v1/ns/a/docs/merge", `{"scope":"thread","id":"T1","data":{"a":"yyyyyyyyyy"},"max_size":20}`, 413, wire.CodeTooLarge},
+		{"a merge over the server's limit", "POST", "/v1/ns/a/docs/merge", `{"scope":"thread","id":"T1","data":{"a":"` + strings.Repeat("y", 1005) + `"},"max_size":1048576}`, 413, wire.CodeTooLarge},
+		{"a negative max_size", "POST", "/v1/ns/a/conversations/merge-data", `{"key":"conv","data":{"a":1},"max_size":-1}`, 400, wire.CodeInvalid},
 	} {
 		code, pc, out := f.do(c.method, c.path, "the-admin-token", []byte(c.body))
 		if code != c.status || pc != c.code {

@@ -24,6 +24,9 @@ func init() {
 		tc("ConcurrentTransitionsHaveOneWinner", testConversationsConcurrentTransitionsHaveOneWinner),
 		tc("KeyStrategiesAndEscapingNeverCollide", testConversationsKeyStrategiesAndEscapingNeverCollide),
 		tco("BadInputIsRefusedAndChangesNothing", []botstate.Option{botstate.WithMaxValueSize(64)}, testConversationsBadInputIsRefusedAndChangesNothing),
+		tco("MergeOverTheLimitIsRefusedAndChangesNothing", mergeLimitOpts, testConversationsMergeOverTheLimitIsRefusedAndChangesNothing),
+		tco("MergeExactlyAtTheLimitIsAcceptedAndOneByteMoreIsRefused", mergeLimitOpts, testConversationsMergeExactlyAtTheLimitIsAcceptedAndOneByteMoreIsRefused),
+		tco("ConcurrentMergesNeverGrowPastTheLimit", mergeLimitOpts, testConversationsConcurrentMergesNeverGrowPastTheLimit),
 	)
 }
 
@@ -295,4 +298,99 @@ func testConversationsBadInputIsRefusedAndChangesNothing(e *env) {
 	got, _ := cv.Get(ctx, "k")
 	eq(e.t, got.Data, map[string]any{"keep": "me"}, "data after refused calls")
 	eq(e.t, got.Version, int64(1), "version after refused calls")
+}
+
+// testConversationsMergeOverTheLimitIsRefusedAndChangesNothing: the size
+// limit bounds the data a merge leaves, not only the patch: a patch that
+// fits, merged into data that fits, into a result that does not, is
+// ErrTooLarge and leaves data and version as they were; a merge whose
+// result fits works, even when stored data plus patch would not (it
+// replaces a big member with a small one).
+func testConversationsMergeOverTheLimitIsRefusedAndChangesNothing(e *env) {
+	ctx, cv := ctxT(e.t), e.st.Conversations()
+	a, b, c := bigMember("a"), bigMember("b"), bigMember("c")
+	_, err := cv.SetData(ctx, "k", a)
+	ok(e.t, err, "set data under the limit")
+	got, err := cv.UpdateData(ctx, "k", b)
+	ok(e.t, err, "merge whose result fits")
+	want := union(a, b)
+	eq(e.t, got.Data, want, "data after a merge that fits")
+
+	over := union(want, c)
+	truth(e.t, storedSize(e.t, c) <= mergeLimit && storedSize(e.t, over) > mergeLimit,
+		"the test's premise: a patch of %d bytes and a result of %d, limit %d", storedSize(e.t, c), storedSize(e.t, over), mergeLimit)
+	_, err = cv.UpdateData(ctx, "k", c)
+	isErr(e.t, err, botstate.ErrTooLarge, "merge into %d bytes, over the %d-byte limit", storedSize(e.t, over), mergeLimit)
+	got, err = cv.Get(ctx, "k")
+	ok(e.t, err, "get after the refused merge")
+	eq(e.t, got.Data, want, "data after the refused merge")
+	eq(e.t, got.Version, int64(2), "version after the refused merge")
+
+	shrink := union(map[string]any{"a": 1.0}, c)
+	fits := union(want, shrink)
+	truth(e.t, storedSize(e.t, fits) <= mergeLimit && storedSize(e.t, want)+storedSize(e.t, shrink) > mergeLimit,
+		"the test's premise: a result of %d bytes, stored data and patch of %d and %d, limit %d",
+		storedSize(e.t, fits), storedSize(e.t, want), storedSize(e.t, shrink), mergeLimit)
+	got, err = cv.UpdateData(ctx, "k", shrink)
+	ok(e.t, err, "merge that replaces a big member with a small one, into %d bytes", storedSize(e.t, fits))
+	eq(e.t, got.Data, fits, "merged data")
+	eq(e.t, got.Version, int64(3), "version after the merge")
+	got, _ = cv.Get(ctx, "k")
+	eq(e.t, got.Data, fits, "stored data")
+}
+
+// testConversationsMergeExactlyAtTheLimitIsAcceptedAndOneByteMoreIsRefused:
+// the limit counts the data as stored (compact JSON, keys sorted, escapes
+// as Go writes them, <, > and & as themselves), to the byte, whatever the
+// backend keeps: a merge whose result is exactly the limit is accepted and
+// one a byte over it is refused, for data whose names and values need every
+// kind of escape, nest, and hold what some stores keep differently.
+func testConversationsMergeExactlyAtTheLimitIsAcceptedAndOneByteMoreIsRefused(e *env) {
+	ctx, cv := ctxT(e.t), e.st.Conversations()
+	for i, base := range trickyData() {
+		for _, extra := range []int{0, 1} {
+			key := fmt.Sprintf("k%d-%d", i, extra)
+			_, err := cv.SetData(ctx, key, base)
+			ok(e.t, err, "set data %d", i)
+			patch := padTo(e.t, base, mergeLimit+extra)
+			got, err := cv.UpdateData(ctx, key, patch)
+			if extra == 0 {
+				ok(e.t, err, "merge into data %d of exactly the limit", i)
+				eq(e.t, got.Data, union(base, patch), "data %d merged to the limit", i)
+				eq(e.t, storedSize(e.t, got.Data), mergeLimit, "size of data %d merged to the limit", i)
+				continue
+			}
+			isErr(e.t, err, botstate.ErrTooLarge, "merge into data %d of one byte over the limit", i)
+			got, _ = cv.Get(ctx, key)
+			eq(e.t, got.Data, base, "data %d after the refused merge", i)
+			eq(e.t, got.Version, int64(1), "version of data %d after the refused merge", i)
+		}
+	}
+}
+
+// testConversationsConcurrentMergesNeverGrowPastTheLimit: workers merge a
+// member each into one conversation at once; each patch fits, only four
+// of them fit together. Exactly four merges succeed, the others are
+// ErrTooLarge, and the stored data holds four members, within the limit.
+func testConversationsConcurrentMergesNeverGrowPastTheLimit(e *env) {
+	ctx, cv := ctxT(e.t), e.st.Conversations()
+	var won, refused atomic.Int32
+	race(concurrentMergers, func(i int) {
+		_, err := cv.UpdateData(ctx, "shared", concurrentMember(i))
+		switch {
+		case err == nil:
+			won.Add(1)
+		case botstateIs(err, botstate.ErrTooLarge):
+			refused.Add(1)
+		default:
+			e.t.Errorf("merge %d: %v", i, err)
+		}
+	})
+	eq(e.t, won.Load(), int32(concurrentFit), "merges that succeeded")
+	eq(e.t, refused.Load(), int32(concurrentMergers-concurrentFit), "merges refused as too large")
+	got, err := cv.Get(ctx, "shared")
+	ok(e.t, err, "get")
+	eq(e.t, len(got.Data), concurrentFit, "members stored")
+	eq(e.t, got.Version, int64(concurrentFit), "version")
+	truth(e.t, storedSize(e.t, got.Data) <= mergeLimit, "stored data is %d bytes, over the %d-byte limit", storedSize(e.t, got.Data), mergeLimit)
 }

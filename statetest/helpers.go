@@ -3,9 +3,12 @@ package statetest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,3 +88,85 @@ func race(n int, fn func(i int)) {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// mergeLimit is the value size limit of the merge limit tests.
+const mergeLimit = 400
+
+var mergeLimitOpts = []botstate.Option{botstate.WithMaxValueSize(mergeLimit)}
+
+// storedSize is what a size limit counts for data: its JSON as stored,
+// compact, keys sorted, with <, > and & as themselves.
+func storedSize(t testing.TB, data map[string]any) int {
+	t.Helper()
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(data); err != nil {
+		t.Fatalf("encode %v: %v", data, err)
+	}
+	return b.Len() - 1 // Encode's newline
+}
+
+// union is a merge's result: a's members, replaced and joined by b's.
+func union(a, b map[string]any) map[string]any {
+	out := maps.Clone(a)
+	if out == nil {
+		out = map[string]any{}
+	}
+	maps.Copy(out, b)
+	return out
+}
+
+// bigMember is one member of 157 bytes: two of them fit in mergeLimit,
+// three do not.
+func bigMember(name string) map[string]any {
+	return map[string]any{name: strings.Repeat(name, 150)}
+}
+
+// trickyData is data whose size as stored depends on every rule of the
+// encoding: names and strings that need escapes (quotes, backslashes,
+// control characters, U+2028 and U+2029), characters written as
+// themselves (<, >, &, DEL, non-ASCII), empty and nested objects and
+// arrays, numbers; the second holds what PostgreSQL's jsonb cannot keep
+// as written (NUL, an exponent) and a NUL in a name.
+func trickyData() []map[string]any {
+	return []map[string]any{{
+		"quote\"back\\slash":    "<a href=\"x\">&amp;</a>",
+		"ctl\x01\x1f\b\f\n\r\t": "\x7f\u00e9\U0001F600",
+		"line\u2028para\u2029":  "\u2028\u2029",
+		"nested":                map[string]any{"z": []any{1.5, -2.0, true, false, nil, map[string]any{}, []any{}, ""}, "a": map[string]any{"\u00e9": "\u00fc"}},
+		"":                      0.0,
+	}, {
+		"big":      1e21,
+		"nul\x00":  "a\x00b",
+		"<>&":      "&",
+		"negative": -0.25,
+	}}
+}
+
+// padTo returns a patch of one member, "pad", whose merge into data gives
+// data of exactly size bytes as stored.
+func padTo(t testing.TB, data map[string]any, size int) map[string]any {
+	t.Helper()
+	n := size - storedSize(t, union(data, map[string]any{"pad": ""}))
+	if n < 0 {
+		t.Fatalf("the test's premise: data of %d bytes does not leave room for a pad in %d", storedSize(t, data), size)
+	}
+	patch := map[string]any{"pad": strings.Repeat("x", n)}
+	if got := storedSize(t, union(data, patch)); got != size {
+		t.Fatalf("the test's premise: padded to %d bytes, want %d", got, size)
+	}
+	return patch
+}
+
+// concurrentMergers merge concurrentMember(i) into one item at once.
+const concurrentMergers = 8
+
+// concurrentMember is worker i's member: 98 bytes, so that four fit in
+// mergeLimit and five do not.
+func concurrentMember(i int) map[string]any {
+	return map[string]any{fmt.Sprintf("w%d", i): strings.Repeat("x", 90)}
+}
+
+// concurrentFit is how many concurrentMembers fit in mergeLimit together.
+const concurrentFit = 4

@@ -21,6 +21,9 @@ func init() {
 		tc("ListsKeepNewestEntries", testThreadsListsKeepNewestEntries),
 		tc("ConcurrentAppendsAreAllKeptUpToMaxLen", testThreadsConcurrentAppendsAreAllKeptUpToMaxLen),
 		tco("BadInputIsRefusedAndChangesNothing", []botstate.Option{botstate.WithMaxValueSize(32)}, testThreadsBadInputIsRefusedAndChangesNothing),
+		tco("StateMergeOverTheLimitIsRefusedAndChangesNothing", mergeLimitOpts, testThreadsStateMergeOverTheLimitIsRefusedAndChangesNothing),
+		tco("StateMergeExactlyAtTheLimitIsAcceptedAndOneByteMoreIsRefused", mergeLimitOpts, testThreadsStateMergeExactlyAtTheLimitIsAcceptedAndOneByteMoreIsRefused),
+		tco("ConcurrentStateMergesNeverGrowPastTheLimit", mergeLimitOpts, testThreadsConcurrentStateMergesNeverGrowPastTheLimit),
 	)
 }
 
@@ -261,4 +264,82 @@ func testThreadsBadInputIsRefusedAndChangesNothing(e *env) {
 	eqBytes(e.t, v, []byte("keep"), "value after refused calls")
 	l, _ := c.List(ctx, "l")
 	eq(e.t, len(l), 0, "list after refused appends")
+}
+
+// testThreadsStateMergeOverTheLimitIsRefusedAndChangesNothing is
+// Conversations' test of the same name for thread and channel state.
+func testThreadsStateMergeOverTheLimitIsRefusedAndChangesNothing(e *env) {
+	ctx := ctxT(e.t)
+	a, b, c := bigMember("a"), bigMember("b"), bigMember("c")
+	for _, m := range []*botstate.StateMap{e.st.ThreadState(), e.st.ChannelState()} {
+		ok(e.t, m.Put(ctx, "T", a, 0), "put under the limit")
+		got, err := m.Merge(ctx, "T", b, 0)
+		ok(e.t, err, "merge whose result fits")
+		want := union(a, b)
+		eq(e.t, got, want, "state after a merge that fits")
+
+		over := union(want, c)
+		_, err = m.Merge(ctx, "T", c, 0)
+		isErr(e.t, err, botstate.ErrTooLarge, "merge into %d bytes, over the %d-byte limit", storedSize(e.t, over), mergeLimit)
+		got, found, err := m.Get(ctx, "T")
+		ok(e.t, err, "get after the refused merge")
+		truth(e.t, found, "state gone after the refused merge")
+		eq(e.t, got, want, "state after the refused merge")
+
+		shrink := union(map[string]any{"a": 1.0}, c)
+		fits := union(want, shrink)
+		got, err = m.Merge(ctx, "T", shrink, 0)
+		ok(e.t, err, "merge that replaces a big member with a small one, into %d bytes", storedSize(e.t, fits))
+		eq(e.t, got, fits, "merged state")
+		got, _, _ = m.Get(ctx, "T")
+		eq(e.t, got, fits, "stored state")
+	}
+}
+
+// testThreadsStateMergeExactlyAtTheLimitIsAcceptedAndOneByteMoreIsRefused is
+// Conversations' test of the same name for thread and channel state.
+func testThreadsStateMergeExactlyAtTheLimitIsAcceptedAndOneByteMoreIsRefused(e *env) {
+	ctx := ctxT(e.t)
+	for _, m := range []*botstate.StateMap{e.st.ThreadState(), e.st.ChannelState()} {
+		for i, base := range trickyData() {
+			for _, extra := range []int{0, 1} {
+				id := fmt.Sprintf("T%d-%d", i, extra)
+				ok(e.t, m.Put(ctx, id, base, 0), "put data %d", i)
+				patch := padTo(e.t, base, mergeLimit+extra)
+				got, err := m.Merge(ctx, id, patch, 0)
+				if extra == 0 {
+					ok(e.t, err, "merge into data %d of exactly the limit", i)
+					eq(e.t, got, union(base, patch), "data %d merged to the limit", i)
+					continue
+				}
+				isErr(e.t, err, botstate.ErrTooLarge, "merge into data %d of one byte over the limit", i)
+				got, _, _ = m.Get(ctx, id)
+				eq(e.t, got, base, "data %d after the refused merge", i)
+			}
+		}
+	}
+}
+
+// testThreadsConcurrentStateMergesNeverGrowPastTheLimit is Conversations'
+// test of the same name for channel state.
+func testThreadsConcurrentStateMergesNeverGrowPastTheLimit(e *env) {
+	ctx, cs := ctxT(e.t), e.st.ChannelState()
+	var won, refused atomic.Int32
+	race(concurrentMergers, func(i int) {
+		_, err := cs.Merge(ctx, "C", concurrentMember(i), 0)
+		switch {
+		case err == nil:
+			won.Add(1)
+		case botstateIs(err, botstate.ErrTooLarge):
+			refused.Add(1)
+		default:
+			e.t.Errorf("merge %d: %v", i, err)
+		}
+	})
+	eq(e.t, won.Load(), int32(concurrentFit), "merges that succeeded")
+	eq(e.t, refused.Load(), int32(concurrentMergers-concurrentFit), "merges refused as too large")
+	got, _, err := cs.Get(ctx, "C")
+	ok(e.t, err, "get")
+	eq(e.t, len(got), concurrentFit, "members stored")
+	truth(e.t, storedSize(e.t, got) <= mergeLimit, "stored state is %d bytes, over the %d-byte limit", storedSize(e.t, got), mergeLimit)
 }

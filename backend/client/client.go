@@ -334,9 +334,11 @@ func (d *Driver) SetConversationData(ctx context.Context, ns string, w driver.Co
 	return d.conversation(ctx, ns, "conversations/set-data", wire.SetDataReq{Key: w.Key, Now: w.Now, ExpiresAt: w.ExpiresAt, Data: data})
 }
 
-// MergeConversationData implements driver.Conversations.
-func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte) (driver.Conversation, error) {
-	return d.conversation(ctx, ns, "conversations/merge-data", wire.SetDataReq{Key: w.Key, Now: w.Now, ExpiresAt: w.ExpiresAt, Data: patch})
+// MergeConversationData implements driver.Conversations: the server merges
+// and measures the result against maxSize (under its own limit) in the
+// backend's atomic step, and answers 413, ErrTooLarge, when it is over.
+func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte, maxSize int) (driver.Conversation, error) {
+	return d.conversation(ctx, ns, "conversations/merge-data", wire.MergeDataReq{Key: w.Key, Now: w.Now, ExpiresAt: w.ExpiresAt, Data: patch, MaxSize: maxSize})
 }
 
 // SwapConversation implements driver.Conversations.
@@ -401,10 +403,11 @@ func (d *Driver) PutDoc(ctx context.Context, ns string, scope driver.Scope, id s
 	return d.call(ctx, ns, "docs/put", wire.PutDocReq{Scope: scopes[scope], ID: id, Data: data, Now: now, ExpiresAt: expiresAt}, &wire.Empty{})
 }
 
-// MergeDoc implements driver.Threads.
-func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, now, expiresAt time.Time) (driver.Doc, error) {
+// MergeDoc implements driver.Threads, bounded by maxSize on the server as
+// MergeConversationData is.
+func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, maxSize int, now, expiresAt time.Time) (driver.Doc, error) {
 	var r wire.ItemResp
-	if err := d.call(ctx, ns, "docs/merge", wire.PutDocReq{Scope: scopes[scope], ID: id, Data: patch, Now: now, ExpiresAt: expiresAt}, &r); err != nil {
+	if err := d.call(ctx, ns, "docs/merge", wire.MergeDocReq{Scope: scopes[scope], ID: id, Data: patch, MaxSize: maxSize, Now: now, ExpiresAt: expiresAt}, &r); err != nil {
 		return driver.Doc{}, err
 	}
 	if r.Item == nil {

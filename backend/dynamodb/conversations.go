@@ -22,6 +22,16 @@ const (
 	cvVersion = "ver" // conversation version
 	cvUpdated = "upd"
 	docScope  = "sc"
+	// cvSize bounds the data's size as a size limit counts it
+	// (driver.DataSize): exact after a write of whole data (dataValue),
+	// grown by the patch's members with each merge in place. A merge in
+	// place lands only on condition that the grown bound is within its
+	// limit, which the merge's result then is too; when the bound does not
+	// show that, the merge reads, measures the result and writes it with an
+	// exact bound on condition that nothing changed between (convRewrite,
+	// docRewrite). Absent (items written before it existed, or merged with
+	// no limit) means unknown.
+	cvSize = "dsz"
 )
 
 // maxMergeMembers is the most members a merge sends as one UpdateItem with
@@ -35,17 +45,46 @@ func memberName(k string) string { return "." + k }
 
 // dataValue stores a JSON object as a map of member name to the member's
 // JSON text, so a merge can SET each member by its own path and concurrent
-// merges of different members never overwrite each other.
-func dataValue(data []byte) (av, error) {
+// merges of different members never overwrite each other. It returns the
+// object's size as readData gives it back (driver.DataSize), counted from
+// the members as stored, for cvSize.
+func dataValue(data []byte) (av, int64, error) {
 	obj, err := members(data)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	m := make(map[string]av, len(obj))
 	for k, v := range obj {
 		m[memberName(k)] = avS(string(v))
 	}
-	return &types.AttributeValueMemberM{Value: m}, nil
+	return &types.AttributeValueMemberM{Value: m}, int64(driver.ObjectSize(len(obj), membersSize(obj))), nil
+}
+
+// membersSize is the sum of the members' driver.MemberSize.
+func membersSize(obj map[string]json.RawMessage) int {
+	n := 0
+	for k, v := range obj {
+		n += driver.MemberSize(k, v)
+	}
+	return n
+}
+
+// mergeSize is a merge in place's clauses on cvSize: with a limit, the
+// bound grows by the patch's members, on condition (cond) that it stays
+// within the limit; fits is false when the patch's members alone leave no
+// room for that. Without a limit the merge is not counted and the bound
+// goes (unknown).
+func mergeSize(e *expr, set, remove []string, obj map[string]json.RawMessage, maxSize int) (_, _ []string, cond string, fits bool) {
+	if maxSize <= 0 {
+		return set, append(remove, e.n(cvSize)), "", true
+	}
+	add := int64(membersSize(obj))
+	room := int64(maxSize) - add
+	if room < 0 {
+		return set, remove, "", false
+	}
+	set = append(set, e.n(cvSize)+" = "+e.n(cvSize)+" + "+e.v(avInt(add)))
+	return set, remove, e.n(cvSize) + " <= " + e.v(avInt(room)), true
 }
 
 func members(data []byte) (map[string]json.RawMessage, error) {
@@ -83,7 +122,7 @@ func decodeConv(it item) driver.Conversation {
 }
 
 func convItem(ns string, c *driver.Conversation) (item, error) {
-	dv, err := dataValue(c.Data)
+	dv, size, err := dataValue(c.Data)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +136,7 @@ func convItem(ns string, c *driver.Conversation) (item, error) {
 		it[cvState] = avS(c.State)
 	}
 	it[cvData] = dv
+	it[cvSize] = avInt(size)
 	it[cvVersion] = avInt(c.Version)
 	setTime(it, cvUpdated, c.UpdatedAt)
 	setExpiry(it, c.ExpiresAt)
@@ -245,7 +285,7 @@ func setOrRemove(e *expr, set, remove []string, attr, v string) ([]string, []str
 
 // SetConversationData implements driver.Conversations.
 func (d *Driver) SetConversationData(ctx context.Context, ns string, w driver.ConversationWrite, data []byte) (driver.Conversation, error) {
-	dv, err := dataValue(data)
+	dv, size, err := dataValue(data)
 	if err != nil {
 		return driver.Conversation{}, err
 	}
@@ -253,7 +293,7 @@ func (d *Driver) SetConversationData(ctx context.Context, ns string, w driver.Co
 		return driver.Conversation{}, tooLarge("SetConversationData", n)
 	}
 	return d.convWrite(ctx, "SetConversationData", ns, w, func(e *expr) ([]string, []string, error) {
-		return []string{e.n(cvData) + " = " + e.v(dv)}, nil, nil
+		return []string{e.n(cvData) + " = " + e.v(dv), e.n(cvSize) + " = " + e.v(avInt(size))}, nil, nil
 	}, func(c *driver.Conversation) error {
 		c.Data = data
 		return nil
@@ -262,23 +302,69 @@ func (d *Driver) SetConversationData(ctx context.Context, ns string, w driver.Co
 
 // MergeConversationData implements driver.Conversations: each top-level
 // member of the patch is SET by its own path inside the data map, in one
-// UpdateItem, so concurrent merges never lose a member.
-func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte) (driver.Conversation, error) {
+// UpdateItem on condition that the size bound shows the result fits
+// (cvSize), so concurrent merges never lose a member; where no conversation
+// is live, one put on condition that none is. When neither lands (the
+// bound is near the limit or unknown, or a conversation appeared in
+// between), and for a patch too large for one expression, convRewrite
+// merges exactly. A patch over the limit makes a result over it: it is
+// refused before any request.
+func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte, maxSize int) (driver.Conversation, error) {
 	const op = "MergeConversationData"
+	if err := d.check(); err != nil {
+		return driver.Conversation{}, err
+	}
 	obj, err := members(patch)
 	if err != nil {
 		return driver.Conversation{}, err
 	}
-	if len(obj) > maxMergeMembers {
-		return d.convRewrite(ctx, op, ns, w, patch)
+	if err := driver.CheckMergedSize(driver.DataSize(patch), maxSize); err != nil {
+		return driver.Conversation{}, err
 	}
-	return d.convWrite(ctx, op, ns, w, func(e *expr) ([]string, []string, error) {
-		return memberSets(e, obj), nil, nil
-	}, func(c *driver.Conversation) error {
-		merged, err := driver.MergeObjects(nil, patch)
-		c.Data = merged
-		return err
-	})
+	if len(obj) <= maxMergeMembers {
+		c, ok, err := d.convMergeInPlace(ctx, ns, w, obj, patch, maxSize)
+		if err != nil || ok {
+			return c, fail(ctx, op, err)
+		}
+	}
+	return d.convRewrite(ctx, op, ns, w, patch, maxSize)
+}
+
+// convMergeInPlace is MergeConversationData's usual case: the UpdateItem
+// on the live conversation, else the put of a fresh one, else (another
+// merge created it meanwhile) the UpdateItem again. ok is false when none
+// landed.
+func (d *Driver) convMergeInPlace(ctx context.Context, ns string, w driver.ConversationWrite, obj map[string]json.RawMessage, patch []byte, maxSize int) (driver.Conversation, bool, error) {
+	update := func() (driver.Conversation, bool, error) {
+		e := newExpr()
+		set, remove, cond, fits := mergeSize(e, memberSets(e, obj), nil, obj, maxSize)
+		if !fits {
+			return driver.Conversation{}, false, nil
+		}
+		set = append(set, e.n(cvVersion)+" = "+e.n(cvVersion)+" + "+e.v(avInt(1)))
+		set, remove = touch(e, set, remove, w.Now, w.ExpiresAt, revision())
+		it, ok, err := d.updateLive(ctx, pkConv(ns, w.Key), skConv, w.Key, e, set, remove, w.Now, cond)
+		if err != nil || !ok {
+			return driver.Conversation{}, false, err
+		}
+		return decodeConv(it), true, nil
+	}
+	if c, ok, err := update(); err != nil || ok {
+		return c, ok, err
+	}
+	merged, err := driver.MergeObjects(nil, patch)
+	if err != nil {
+		return driver.Conversation{}, false, err
+	}
+	c := driver.Conversation{Key: w.Key, Data: merged, Version: 1, UpdatedAt: w.Now, ExpiresAt: w.ExpiresAt}
+	ci, err := convItem(ns, &c)
+	if err != nil {
+		return driver.Conversation{}, false, err
+	}
+	if ok, err := d.createFresh(ctx, ci, w.Now); err != nil || ok {
+		return c, ok, err
+	}
+	return update()
 }
 
 // memberSets is one SET clause per member: #d.#m = :json.
@@ -291,9 +377,10 @@ func memberSets(e *expr, obj map[string]json.RawMessage) []string {
 	return out
 }
 
-// convRewrite merges a patch too large for one expression: read, merge in
-// Go, write on condition that the revision read is still stored.
-func (d *Driver) convRewrite(ctx context.Context, op, ns string, w driver.ConversationWrite, patch []byte) (driver.Conversation, error) {
+// convRewrite merges exactly: read, merge in Go, measure the result, write
+// it (with its exact size bound) on condition that the revision read is
+// still stored, or refuse it as over the limit having written nothing.
+func (d *Driver) convRewrite(ctx context.Context, op, ns string, w driver.ConversationWrite, patch []byte, maxSize int) (driver.Conversation, error) {
 	if err := d.check(); err != nil {
 		return driver.Conversation{}, err
 	}
@@ -309,6 +396,9 @@ func (d *Driver) convRewrite(ctx context.Context, op, ns string, w driver.Conver
 			}
 		}
 		if next.Data, err = driver.MergeObjects(next.Data, patch); err != nil {
+			return driver.Conversation{}, err
+		}
+		if err := driver.CheckMergedSize(driver.DataSize(next.Data), maxSize); err != nil {
 			return driver.Conversation{}, err
 		}
 		next.Version++
@@ -357,14 +447,15 @@ func (d *Driver) SwapConversation(ctx context.Context, ns string, w driver.Conve
 		}
 		return c, nil
 	}
-	dv, err := dataValue(next.Data)
+	dv, size, err := dataValue(next.Data)
 	if err != nil {
 		return driver.Conversation{}, err
 	}
 	e := newExpr()
 	set, remove := setOrRemove(e, nil, nil, cvFlow, next.Flow)
 	set, remove = setOrRemove(e, set, remove, cvState, next.State)
-	set = append(set, e.n(cvData)+" = "+e.v(dv), e.n(cvVersion)+" = "+e.n(cvVersion)+" + "+e.v(avInt(1)))
+	set = append(set, e.n(cvData)+" = "+e.v(dv), e.n(cvSize)+" = "+e.v(avInt(size)),
+		e.n(cvVersion)+" = "+e.n(cvVersion)+" + "+e.v(avInt(1)))
 	rev := revision()
 	set, remove = touch(e, set, remove, w.Now, w.ExpiresAt, rev)
 	it, ok, err := d.updateLive(ctx, pkConv(ns, w.Key), skConv, w.Key, e, set, remove, w.Now, e.n(cvVersion)+" = "+e.v(avInt(version)))
@@ -402,7 +493,7 @@ func decodeDoc(it item) driver.Doc {
 }
 
 func docItem(ns string, scope driver.Scope, doc *driver.Doc) (item, error) {
-	dv, err := dataValue(doc.Data)
+	dv, size, err := dataValue(doc.Data)
 	if err != nil {
 		return nil, err
 	}
@@ -411,6 +502,7 @@ func docItem(ns string, scope driver.Scope, doc *driver.Doc) (item, error) {
 	it[docScope] = avInt(int64(scope))
 	it[attrKey] = avS(doc.ID)
 	it[cvData] = dv
+	it[cvSize] = avInt(size)
 	setTime(it, cvUpdated, doc.UpdatedAt)
 	setExpiry(it, doc.ExpiresAt)
 	it[attrRev] = newRev()
@@ -455,9 +547,11 @@ func (d *Driver) PutDoc(ctx context.Context, ns string, scope driver.Scope, id s
 }
 
 // MergeDoc implements driver.Threads like MergeConversationData: one SET
-// per member on the live doc, or a fresh doc put on condition that none is
-// live.
-func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, now, expiresAt time.Time) (driver.Doc, error) {
+// per member on the live doc on condition that its size bound shows the
+// result fits, or a fresh doc put on condition that none is live; else
+// (and for a patch too large for one expression) an exact read, merge and
+// conditional write.
+func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, maxSize int, now, expiresAt time.Time) (driver.Doc, error) {
 	const op = "MergeDoc"
 	if err := d.check(); err != nil {
 		return driver.Doc{}, err
@@ -466,42 +560,22 @@ func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id
 	if err != nil {
 		return driver.Doc{}, err
 	}
-	pk := pkDoc(ns, scope, id)
+	if err := driver.CheckMergedSize(driver.DataSize(patch), maxSize); err != nil {
+		return driver.Doc{}, err
+	}
+	if len(obj) <= maxMergeMembers {
+		doc, ok, err := d.docMergeInPlace(ctx, ns, scope, id, obj, patch, maxSize, now, expiresAt)
+		if err != nil || ok {
+			return doc, fail(ctx, op, err)
+		}
+	}
 	for n := 0; n < maxAttempts; n++ {
-		if len(obj) > maxMergeMembers {
-			doc, ok, err := d.docRewrite(ctx, ns, scope, id, patch, now, expiresAt)
-			if err != nil {
-				return driver.Doc{}, fail(ctx, op, err)
-			}
-			if ok {
-				return doc, nil
-			}
-		} else {
-			e := newExpr()
-			set, remove := touch(e, memberSets(e, obj), nil, now, expiresAt, revision())
-			it, ok, err := d.updateLive(ctx, pk, skDoc, id, e, set, remove, now, "")
-			if err != nil {
-				return driver.Doc{}, fail(ctx, op, err)
-			}
-			if ok {
-				return decodeDoc(it), nil
-			}
-			merged, err := driver.MergeObjects(nil, patch)
-			if err != nil {
-				return driver.Doc{}, err
-			}
-			doc := driver.Doc{ID: id, Data: merged, UpdatedAt: now, ExpiresAt: expiresAt}
-			fi, err := docItem(ns, scope, &doc)
-			if err != nil {
-				return driver.Doc{}, err
-			}
-			ok, err = d.createFresh(ctx, fi, now)
-			if err != nil {
-				return driver.Doc{}, fail(ctx, op, err)
-			}
-			if ok {
-				return doc, nil
-			}
+		doc, ok, err := d.docRewrite(ctx, ns, scope, id, patch, maxSize, now, expiresAt)
+		if err != nil {
+			return driver.Doc{}, fail(ctx, op, err)
+		}
+		if ok {
+			return doc, nil
 		}
 		if err := backoff(ctx, n); err != nil {
 			return driver.Doc{}, fail(ctx, op, err)
@@ -510,8 +584,44 @@ func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id
 	return driver.Doc{}, contention(op)
 }
 
-// docRewrite is one optimistic read-merge-write of a doc.
-func (d *Driver) docRewrite(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, now, expiresAt time.Time) (driver.Doc, bool, error) {
+// docMergeInPlace is MergeDoc's usual case, as convMergeInPlace is
+// MergeConversationData's.
+func (d *Driver) docMergeInPlace(ctx context.Context, ns string, scope driver.Scope, id string, obj map[string]json.RawMessage, patch []byte, maxSize int, now, expiresAt time.Time) (driver.Doc, bool, error) {
+	update := func() (driver.Doc, bool, error) {
+		e := newExpr()
+		set, remove, cond, fits := mergeSize(e, memberSets(e, obj), nil, obj, maxSize)
+		if !fits {
+			return driver.Doc{}, false, nil
+		}
+		set, remove = touch(e, set, remove, now, expiresAt, revision())
+		it, ok, err := d.updateLive(ctx, pkDoc(ns, scope, id), skDoc, id, e, set, remove, now, cond)
+		if err != nil || !ok {
+			return driver.Doc{}, false, err
+		}
+		return decodeDoc(it), true, nil
+	}
+	if doc, ok, err := update(); err != nil || ok {
+		return doc, ok, err
+	}
+	merged, err := driver.MergeObjects(nil, patch)
+	if err != nil {
+		return driver.Doc{}, false, err
+	}
+	doc := driver.Doc{ID: id, Data: merged, UpdatedAt: now, ExpiresAt: expiresAt}
+	fi, err := docItem(ns, scope, &doc)
+	if err != nil {
+		return driver.Doc{}, false, err
+	}
+	if ok, err := d.createFresh(ctx, fi, now); err != nil || ok {
+		return doc, ok, err
+	}
+	return update()
+}
+
+// docRewrite is one exact read-merge-write of a doc: ok false when the doc
+// changed since the read, ErrTooLarge (nothing written) when the result is
+// over maxSize.
+func (d *Driver) docRewrite(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, maxSize int, now, expiresAt time.Time) (driver.Doc, bool, error) {
 	s, err := d.read(ctx, pkDoc(ns, scope, id), skDoc)
 	if err != nil {
 		return driver.Doc{}, false, err
@@ -524,6 +634,9 @@ func (d *Driver) docRewrite(ctx context.Context, ns string, scope driver.Scope, 
 	}
 	merged, err := driver.MergeObjects(base, patch)
 	if err != nil {
+		return driver.Doc{}, false, err
+	}
+	if err := driver.CheckMergedSize(driver.DataSize(merged), maxSize); err != nil {
 		return driver.Doc{}, false, err
 	}
 	doc := driver.Doc{ID: id, Data: merged, UpdatedAt: now, ExpiresAt: expiresAt}

@@ -106,8 +106,16 @@
 //     SETs each top-level member of the patch as its own path in the data
 //     map (#d.#member = its JSON text), so concurrent merges of different
 //     members never lose one; the canonical JSON object is assembled on
-//     read. CAS (Update) is an UpdateItem conditioned on the version.
-//     Thread and channel state merge the same way.
+//     read. The merged data's size limit: an item keeps dsz, a bound on
+//     its data's driver.DataSize, exact after a write of whole data; a
+//     merge's UpdateItem adds the patch's member sizes to it on condition
+//     that the sum stays within the limit, so the result does too. When
+//     that condition (or the put of a fresh item) fails, the merge reads,
+//     measures the result exactly, and writes it with an exact dsz on
+//     condition that the revision read is still stored, or refuses it
+//     (ErrTooLarge) having written nothing. CAS (Update) is an UpdateItem
+//     conditioned on the version. Thread and channel state merge the same
+//     way.
 //   - Locks: read the record, apply driver.ApplyAcquire (Extend, Release,
 //     Handover...) in Go, write back conditioned on the revision: the pop
 //     and the release of a Handover are one write, and so are a lapsed

@@ -297,12 +297,13 @@ func TestItemsOverDynamoDBsLimitAreTooLarge(t *testing.T) {
 	if _, err := d.RecordEvent(ctx, ns, driver.EventWrite{Key: "e", Payload: make([]byte, 401*1024), Now: now}); !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("401 KB payload: got %v, want ErrTooLarge", err)
 	}
-	// Two merges of 300 KB each: the second would take the item over the
-	// limit on the server, which refuses it.
-	if _, err := d.MergeDoc(ctx, ns, driver.ScopeThread, "t", []byte(`{"a":"`+string(fill(big))+`"}`), now, time.Time{}); err != nil {
+	// Two merges of 300 KB each, with no size limit of botstate's: the
+	// second would take the item over the limit on the server, which
+	// refuses it.
+	if _, err := d.MergeDoc(ctx, ns, driver.ScopeThread, "t", []byte(`{"a":"`+string(fill(big))+`"}`), 0, now, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := d.MergeDoc(ctx, ns, driver.ScopeThread, "t", []byte(`{"b":"`+string(fill(big))+`"}`), now, time.Time{})
+	_, err := d.MergeDoc(ctx, ns, driver.ScopeThread, "t", []byte(`{"b":"`+string(fill(big))+`"}`), 0, now, time.Time{})
 	if !errors.Is(err, driver.ErrTooLarge) {
 		t.Fatalf("merge past 400 KB: got %v, want ErrTooLarge", err)
 	}
@@ -694,4 +695,59 @@ func TestEventUpdatesWhoseAnswerWasLostStillCount(t *testing.T) {
 	if err := d.RetryEvent(ctx, ns, "absent", now, now.Add(time.Hour)); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("retry of an absent event: %v, want ErrNotFound", err)
 	}
+}
+
+// TestMergeSizeBound follows cvSize through the writes of one conversation:
+// exact after a write of whole data, grown by each merge in place (which is
+// how a merge far from the limit stays one UpdateItem), reset to the exact
+// size by the exact merge a result near the limit takes, and gone after a
+// merge without a limit, after which the next merge with one is exact again.
+func TestMergeSizeBound(t *testing.T) {
+	d, _ := testDriver(t)
+	ctx, ns, now := testCtx(t), testNS(t), time.Now()
+	w := driver.ConversationWrite{Key: "k", Now: now}
+	bound := func(what string, want int64, present bool) {
+		t.Helper()
+		s, err := d.read(ctx, pkConv(ns, "k"), skConv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ok := s.it[cvSize]
+		if got := getInt(s.it, cvSize); ok != present || got != want {
+			t.Fatalf("%s: bound %d (present %v), want %d (present %v)", what, got, ok, want, present)
+		}
+	}
+	if _, err := d.SetConversationData(ctx, ns, w, []byte(`{"a":"xxxxxxxxxx"}`)); err != nil {
+		t.Fatal(err)
+	}
+	bound("after SetConversationData", 18, true)
+	// Replacing a:"xxxxxxxxxx" with a:"y" shrinks the data to 9 bytes; the
+	// bound grows by the member set, 8.
+	if _, err := d.MergeConversationData(ctx, ns, w, []byte(`{"a":"y"}`), 1000); err != nil {
+		t.Fatal(err)
+	}
+	bound("after a merge in place", 26, true)
+	// 26 + 8 is over 30: the merge is measured exactly, 9 bytes.
+	c, err := d.MergeConversationData(ctx, ns, w, []byte(`{"a":"z"}`), 30)
+	if err != nil || string(c.Data) != `{"a":"z"}` {
+		t.Fatalf("exact merge: %s, %v", c.Data, err)
+	}
+	bound("after an exact merge", 9, true)
+	if _, err := d.MergeConversationData(ctx, ns, w, []byte(`{"b":1}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	bound("after a merge without a limit", 0, false)
+	// No bound: the merge is measured exactly, 21 bytes.
+	if _, err := d.MergeConversationData(ctx, ns, w, []byte(`{"c":2}`), 1000); err != nil {
+		t.Fatal(err)
+	}
+	bound("after a merge with a limit", 21, true)
+	if _, err := d.MergeConversationData(ctx, ns, w, []byte(`{"d":"0123456789"}`), 30); !errors.Is(err, driver.ErrTooLarge) {
+		t.Fatalf("merge into 38 bytes, limit 30: got %v, want ErrTooLarge", err)
+	}
+	c, _, _ = d.GetConversation(ctx, ns, "k", now)
+	if string(c.Data) != `{"a":"z","b":1,"c":2}` || c.Version != 5 {
+		t.Fatalf("after the refused merge: %s v%d", c.Data, c.Version)
+	}
+	bound("after the refused merge", 21, true)
 }

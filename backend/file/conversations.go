@@ -116,12 +116,19 @@ func (d *Driver) SetConversationData(ctx context.Context, ns string, w driver.Co
 	})
 }
 
-// MergeConversationData implements driver.Conversations.
-func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte) (driver.Conversation, error) {
+// MergeConversationData implements driver.Conversations: the merge and its
+// size check inside the write transaction.
+func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte, maxSize int) (driver.Conversation, error) {
 	return d.writeConv(ctx, ns, w, func(c *driver.Conversation, _ bool) error {
 		merged, err := driver.MergeObjects(c.Data, patch)
+		if err != nil {
+			return err
+		}
+		if err := driver.CheckMergedSize(driver.DataSize(merged), maxSize); err != nil {
+			return err
+		}
 		c.Data = merged
-		return err
+		return nil
 	})
 }
 

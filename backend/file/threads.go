@@ -164,8 +164,9 @@ func (d *Driver) PutDoc(ctx context.Context, ns string, scope driver.Scope, id s
 	})
 }
 
-// MergeDoc implements driver.Threads.
-func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, now, expiresAt time.Time) (driver.Doc, error) {
+// MergeDoc implements driver.Threads: the merge and its size check inside
+// the write transaction.
+func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, maxSize int, now, expiresAt time.Time) (driver.Doc, error) {
 	name, kind, err := docBucket(scope)
 	if err != nil {
 		return driver.Doc{}, err
@@ -181,6 +182,9 @@ func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id
 			return err
 		}
 		merged, err := driver.MergeObjects(cur.Data, patch)
+		if err == nil {
+			err = driver.CheckMergedSize(driver.DataSize(merged), maxSize)
+		}
 		if err != nil {
 			outcome = err
 			return nil

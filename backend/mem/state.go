@@ -82,12 +82,19 @@ func (d *Driver) SetConversationData(_ context.Context, ns string, w driver.Conv
 	})
 }
 
-// MergeConversationData implements driver.Conversations.
-func (d *Driver) MergeConversationData(_ context.Context, ns string, w driver.ConversationWrite, patch []byte) (driver.Conversation, error) {
+// MergeConversationData implements driver.Conversations: the merge and its
+// size check under the shard lock.
+func (d *Driver) MergeConversationData(_ context.Context, ns string, w driver.ConversationWrite, patch []byte, maxSize int) (driver.Conversation, error) {
 	return d.writeConv(ns, w, func(c *driver.Conversation, _ bool) error {
 		merged, err := driver.MergeObjects(c.Data, patch)
+		if err != nil {
+			return err
+		}
+		if err := driver.CheckMergedSize(driver.DataSize(merged), maxSize); err != nil {
+			return err
+		}
 		c.Data = merged
-		return err
+		return nil
 	})
 }
 
@@ -218,8 +225,9 @@ func (d *Driver) PutDoc(_ context.Context, ns string, scope driver.Scope, id str
 	return nil
 }
 
-// MergeDoc implements driver.Threads.
-func (d *Driver) MergeDoc(_ context.Context, ns string, scope driver.Scope, id string, patch []byte, now, expiresAt time.Time) (driver.Doc, error) {
+// MergeDoc implements driver.Threads: the merge and its size check under
+// the shard lock.
+func (d *Driver) MergeDoc(_ context.Context, ns string, scope driver.Scope, id string, patch []byte, maxSize int, now, expiresAt time.Time) (driver.Doc, error) {
 	if err := d.check(); err != nil {
 		return driver.Doc{}, err
 	}
@@ -232,6 +240,9 @@ func (d *Driver) MergeDoc(_ context.Context, ns string, scope driver.Scope, id s
 	}
 	merged, err := driver.MergeObjects(base, patch)
 	if err != nil {
+		return driver.Doc{}, err
+	}
+	if err := driver.CheckMergedSize(driver.DataSize(merged), maxSize); err != nil {
 		return driver.Doc{}, err
 	}
 	v := &driver.Doc{ID: id, Data: merged, UpdatedAt: now, ExpiresAt: expiresAt}

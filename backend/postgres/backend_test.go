@@ -2,9 +2,14 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/botstate/botstate"
 	_ "github.com/botstate/botstate/backend/mem" // the reference the tests compare against
@@ -105,6 +110,102 @@ func TestDataJsonbCannotKeep(t *testing.T) {
 			t.Fatalf("%s: postgres has %s, mem %s", s.name, got["postgres"], got["mem"])
 		}
 	}
+}
+
+// TestDataSizeIsDriverDataSize: the schema's data_size, which measures the
+// result of a merge by jsonb ||, gives driver.DataSize of the canonical
+// form for every document jsonb keeps exactly: names and strings with every
+// kind of escape, U+2028 and U+2029, non-ASCII, nesting, empty objects and
+// arrays, numbers with fractions and trailing zeros. An estimate over the
+// truth would only send merges to the locked path; one under it would let
+// a merge past the limit, and this test would fail.
+func TestDataSizeIsDriverDataSize(t *testing.T) {
+	url := statetest.BackendURL(t, "BOTSTATE_POSTGRES_URL")
+	ctx := context.Background()
+	st, err := botstate.Open(ctx, url) // migrates the default schema
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	docs := []string{`{}`, `{"":""}`, `{"a":[]}`, `{"a":{}}`, `{"a":[{},[],[[]],{"b":{}}]}`,
+		`{"q\"\\":"\b\f\n\r\t\u0001\u001f\u007f"}`, `{"l\u2028":"\u2029\u2028x"}`,
+		`{"<>&":"&amp;","é":"😀"}`, `{"n":[1.50,-2,0.001,12345678901234567890123,0]}`,
+		`{"t":true,"f":false,"z":null}`}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 300 {
+		docs = append(docs, randomObject(r, 3))
+	}
+	for _, doc := range docs {
+		want, err := driver.CanonicalObject([]byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		var got int64
+		if err := conn.QueryRow(ctx, `SELECT botstate.data_size($1::jsonb)`, doc).Scan(&got); err != nil {
+			t.Fatalf("data_size(%s): %v", doc, err)
+		}
+		if got != int64(driver.DataSize(want)) {
+			t.Errorf("data_size(%s) = %d, want %d (%s)", doc, got, driver.DataSize(want), want)
+		}
+	}
+}
+
+// randomObject is a JSON object of random members, nested up to depth.
+func randomObject(r *rand.Rand, depth int) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := range r.IntN(5) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%s:%s", randomString(r), randomValue(r, depth))
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+func randomValue(r *rand.Rand, depth int) string {
+	n := 6
+	if depth > 0 {
+		n = 8
+	}
+	switch r.IntN(n) {
+	case 0:
+		return "null"
+	case 1:
+		return []string{"true", "false"}[r.IntN(2)]
+	case 2:
+		return []string{"0", "-1", "42", "1.50", "-0.25", "3.14159", "100000000000000000000"}[r.IntN(7)]
+	case 3, 4, 5:
+		return randomString(r)
+	case 6:
+		return randomObject(r, depth-1)
+	default:
+		items := make([]string, r.IntN(4))
+		for i := range items {
+			items[i] = randomValue(r, depth-1)
+		}
+		return "[" + strings.Join(items, ",") + "]"
+	}
+}
+
+// randomString is a JSON string of pieces that encode differently.
+func randomString(r *rand.Rand) string {
+	pieces := []string{"a", "Z", " ", "<", ">", "&", `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`,
+		`\u0001`, `\u001f`, `\u007f`, "\x7f", `\u2028`, "\u2029", "é", "ü", "😀", `\u00e9`, `\ud83d\ude00`}
+	var b strings.Builder
+	b.WriteByte('"')
+	for range r.IntN(6) {
+		b.WriteString(pieces[r.IntN(len(pieces))])
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // TestReapDeletesOnlyExpiredRows checks Reap on a schema of its own: rows

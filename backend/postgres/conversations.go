@@ -42,8 +42,11 @@ ON CONFLICT (namespace, key) DO UPDATE
        updated_at = excluded.updated_at, expires_at = excluded.expires_at` + convReturning
 
 // mergeConvSQL merges with jsonb ||, in one statement, when both the patch
-// and the stored data survive jsonb exactly; it returns no row when the
-// stored data does not, and the caller merges under the row lock instead.
+// and the stored data survive jsonb exactly and the result fits in $6
+// bytes (data_size; 0: no limit); it returns no row otherwise, and the
+// caller merges under the row lock instead, which tells a result over the
+// limit (ErrTooLarge) from data jsonb cannot keep. A new or expired
+// conversation gets the patch, which the caller checked.
 const mergeConvSQL = `
 INSERT INTO conversations AS c (namespace, key, flow, state, data, data_jsonb_exact, version, updated_at, expires_at)
 VALUES ($1, $2, '', '', $3, true, 1, $4, $5)
@@ -54,7 +57,10 @@ ON CONFLICT (namespace, key) DO UPDATE
        data_jsonb_exact = true,
        version = CASE WHEN ` + convLive + ` THEN c.version + 1 ELSE 1 END,
        updated_at = excluded.updated_at, expires_at = excluded.expires_at
- WHERE c.data_jsonb_exact OR NOT ` + convLive + convReturning
+ WHERE CASE WHEN NOT ` + convLive + ` THEN true
+            WHEN NOT c.data_jsonb_exact THEN false
+            WHEN $6::bigint = 0 THEN true
+            ELSE data_size(c.data::jsonb || excluded.data::jsonb) <= $6::bigint END` + convReturning
 
 // createConvSQL is SwapConversation from version 0: it writes only when no
 // live conversation exists.
@@ -136,15 +142,20 @@ func (d *Driver) SetConversationData(ctx context.Context, ns string, w driver.Co
 }
 
 // errNotExact is the miss of mergeConvSQL: the stored data needs the
-// locked merge.
-var errNotExact = errorString("stored data does not survive jsonb")
+// locked merge, or the result may be over the limit.
+var errNotExact = errorString("stored data does not survive jsonb, or the merge would be too large")
 
 // MergeConversationData implements driver.Conversations: one statement with
-// jsonb || in the usual case, else one transaction under the row lock that
-// merges with driver.MergeObjects.
-func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte) (driver.Conversation, error) {
+// jsonb || (its result measured by data_size) in the usual case, else one
+// transaction under the row lock that merges with driver.MergeObjects and
+// measures the result with driver.DataSize. A patch over the limit makes a
+// result over it: it is refused before any round trip.
+func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte, maxSize int) (driver.Conversation, error) {
+	if err := driver.CheckMergedSize(driver.DataSize(patch), maxSize); err != nil {
+		return driver.Conversation{}, err
+	}
 	if jsonbExact(patch) {
-		c, err := d.writeConv(ctx, w.Key, errNotExact, mergeConvSQL, ns, w.Key, string(patch), w.Now, ts(w.ExpiresAt))
+		c, err := d.writeConv(ctx, w.Key, errNotExact, mergeConvSQL, ns, w.Key, string(patch), w.Now, ts(w.ExpiresAt), int64(max(maxSize, 0)))
 		if !errors.Is(err, errNotExact) {
 			return c, err
 		}
@@ -175,6 +186,9 @@ func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.
 			merged, err := driver.MergeObjects(base, patch)
 			if err != nil {
 				return nil, &sentinelError{sentinel: driver.ErrInvalidArgument, cause: err}
+			}
+			if err := driver.CheckMergedSize(driver.DataSize(merged), maxSize); err != nil {
+				return nil, err // rolled back: the placeholder goes too
 			}
 			b := &pgx.Batch{}
 			b.Queue(`UPDATE conversations SET flow = $3, state = $4, data = $5, data_jsonb_exact = $6,

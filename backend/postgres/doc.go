@@ -93,7 +93,11 @@
 //     jsonb concatenation (data::jsonb || patch::jsonb) in the same upsert;
 //     data jsonb cannot keep exactly (a \u0000 escape, exponent numbers,
 //     -0; flagged per row in data_jsonb_exact) is merged instead in one
-//     transaction holding the row lock, with driver.MergeObjects. Reads
+//     transaction holding the row lock, with driver.MergeObjects. The
+//     upsert merges only when data_size (migration 0004: driver.DataSize
+//     of a jsonb value, exact for data jsonb keeps) shows the result within
+//     the size limit; otherwise the locked transaction measures it in Go
+//     and refuses it (ErrTooLarge), rolled back. Reads
 //     return data re-encoded by driver.CanonicalObject, so both paths give
 //     the bytes every backend gives. Compare-and-swap is an UPDATE ...
 //     WHERE version = $v (or, for a new conversation, an upsert whose WHERE

@@ -74,14 +74,19 @@ func newDocSQL(table string) docSQL {
 			ON CONFLICT (namespace, id) DO UPDATE
 			   SET data = excluded.data, data_jsonb_exact = excluded.data_jsonb_exact,
 			       updated_at = excluded.updated_at, expires_at = excluded.expires_at`,
-		// merge is jsonb || in one statement; no row back means the stored
-		// data does not survive jsonb and the merge runs under the row lock.
+		// merge is jsonb || in one statement, like mergeConvSQL; no row
+		// back means the stored data does not survive jsonb, or the result
+		// may be over $6 bytes (data_size), and the merge runs under the row
+		// lock.
 		merge: `INSERT INTO ` + table + ` AS t (namespace, id, data, data_jsonb_exact, updated_at, expires_at)
 			VALUES ($1, $2, $3, true, $4, $5)
 			ON CONFLICT (namespace, id) DO UPDATE
 			   SET data = CASE WHEN ` + live + ` THEN (t.data::jsonb || excluded.data::jsonb)::text ELSE excluded.data END,
 			       data_jsonb_exact = true, updated_at = excluded.updated_at, expires_at = excluded.expires_at
-			 WHERE t.data_jsonb_exact OR NOT ` + live + `
+			 WHERE CASE WHEN NOT ` + live + ` THEN true
+			            WHEN NOT t.data_jsonb_exact THEN false
+			            WHEN $6::bigint = 0 THEN true
+			            ELSE data_size(t.data::jsonb || excluded.data::jsonb) <= $6::bigint END
 			RETURNING data, updated_at, expires_at`,
 		lockPlaceholder: `INSERT INTO ` + table + ` (namespace, id, data, data_jsonb_exact, updated_at, expires_at)
 			VALUES ($1, $2, '{}', true, $3, $3) ON CONFLICT DO NOTHING`,
@@ -151,12 +156,16 @@ func (d *Driver) PutDoc(ctx context.Context, ns string, scope driver.Scope, id s
 	})
 }
 
-// MergeDoc implements driver.Threads: one statement with jsonb || in the
-// usual case, else one transaction under the row lock that merges with
-// driver.MergeObjects.
-func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, now, expiresAt time.Time) (driver.Doc, error) {
+// MergeDoc implements driver.Threads like MergeConversationData: one
+// statement with jsonb || in the usual case, else one transaction under the
+// row lock that merges with driver.MergeObjects; the result measured inside
+// either.
+func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, maxSize int, now, expiresAt time.Time) (driver.Doc, error) {
 	q, err := docStatements(scope)
 	if err != nil {
+		return driver.Doc{}, err
+	}
+	if err := driver.CheckMergedSize(driver.DataSize(patch), maxSize); err != nil {
 		return driver.Doc{}, err
 	}
 	var doc driver.Doc
@@ -164,7 +173,7 @@ func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id
 		var merged bool
 		err := d.run(ctx, func() error {
 			var err error
-			doc, err = scanDoc(d.pool.QueryRow(ctx, q.merge, ns, id, string(patch), now, ts(expiresAt)), id)
+			doc, err = scanDoc(d.pool.QueryRow(ctx, q.merge, ns, id, string(patch), now, ts(expiresAt), int64(max(maxSize, 0))), id)
 			merged = err == nil
 			if err == pgx.ErrNoRows {
 				return nil
@@ -189,6 +198,9 @@ func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id
 			merged, err := driver.MergeObjects(base, patch)
 			if err != nil {
 				return nil, &sentinelError{sentinel: driver.ErrInvalidArgument, cause: err}
+			}
+			if err := driver.CheckMergedSize(driver.DataSize(merged), maxSize); err != nil {
+				return nil, err // rolled back: the placeholder goes too
 			}
 			b := &pgx.Batch{}
 			b.Queue(q.update, ns, id, string(merged), jsonbExact(merged), now, ts(expiresAt)).QueryRow(func(r pgx.Row) error {

@@ -40,7 +40,11 @@
 // Debounce replacing the pending entries, Concurrent up to MaxHolders
 // (queueing when full if asked), Handover and Next that pop, release or
 // keep in one step, Abandon leaving as a lapse does, an idle record keeping
-// its fence until its idle expiry.
+// its fence until its idle expiry. A merge into a conversation or a doc
+// measures its result inside its script before it writes (the length of
+// the object Go assembles from the members, as driver.DataSize counts it:
+// each member's name as Go quotes it, its raw JSON, the separators) and
+// refuses one over the limit having written nothing.
 //
 // Records are packed as length-prefixed fields ("3:abc0:"), in Go and in
 // Lua alike, so payloads, results and bodies are binary-safe and never pass

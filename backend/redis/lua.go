@@ -263,13 +263,17 @@ var importEventScript = rueidis.NewLuaScript(evLib + lua("importEventScript"))
 var objLib = lua("objLib")
 
 // KEYS[1] the conversation. ARGV: [1] now, [2] expiresAt, [3] mode
-// ("state", "data", "merge", "swap"), [4] setFlow / version, [5] flow,
-// [6] state, [7..] data as "."-field, raw JSON pairs.
-// Reply: {0} conflict, or {1, field, value, ...} the conversation after.
+// ("state", "data", "merge", "swap"), [4] setFlow / version / the merge's
+// size limit ("0": none), [5] flow, [6] state, [7..] data as "."-field,
+// raw JSON pairs.
+// Reply: {0} conflict, {2, size} a merge whose data would be size bytes,
+// over the limit (nothing written), or {1, field, value, ...} the
+// conversation after.
 var convWriteScript = script(luaChunks, objLib, lua("convWriteScript"))
 
 // KEYS[1] the doc. ARGV: [1] now, [2] expiresAt, [3] "put" or "merge",
-// [4..] data pairs. Reply: {1, field, value, ...} the doc after.
+// [4] the merge's size limit ("0": none), [5..] data pairs. Reply: {2,
+// size} as convWriteScript's, or {1, field, value, ...} the doc after.
 var docWriteScript = script(luaChunks, objLib, lua("docWriteScript"))
 
 // KEYS[1] a hash. ARGV: [1] expiresAt, [2..] field, value pairs. Replaces

@@ -162,6 +162,11 @@ func (d *Driver) writeConv(ctx context.Context, ns string, w driver.Conversation
 	if len(out) == 0 {
 		return driver.Conversation{}, errCorrupt
 	}
+	if mode == "merge" {
+		if err := overLimit(out, a); err != nil {
+			return driver.Conversation{}, err
+		}
+	}
 	if out[0] != "1" {
 		return driver.Conversation{}, driver.ErrConflict
 	}
@@ -187,9 +192,30 @@ func (d *Driver) SetConversationData(ctx context.Context, ns string, w driver.Co
 }
 
 // MergeConversationData implements driver.Conversations: the patch's
-// members are HSET into the hash inside the script.
-func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte) (driver.Conversation, error) {
-	return d.writeConv(ctx, ns, w, "merge", "", "", "", patch)
+// members are HSET into the hash inside the script, once it has measured
+// the result (obj_merged_size, exact).
+func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte, maxSize int) (driver.Conversation, error) {
+	return d.writeConv(ctx, ns, w, "merge", limitArg(maxSize), "", "", patch)
+}
+
+func limitArg(maxSize int) string { return strconv.Itoa(max(maxSize, 0)) }
+
+// overLimit is the error of a script's {2, size} reply: the merge would
+// have left data of size bytes, over limit, and wrote nothing.
+func overLimit(out []string, limit string) error {
+	if out[0] != "2" {
+		return nil
+	}
+	if len(out) == 2 {
+		size, err1 := strconv.Atoi(out[1])
+		maxSize, err2 := strconv.Atoi(limit)
+		if err1 == nil && err2 == nil {
+			if err := driver.CheckMergedSize(size, maxSize); err != nil {
+				return err
+			}
+		}
+	}
+	return errCorrupt
 }
 
 // SwapConversation implements driver.Conversations: the version check and
@@ -233,29 +259,35 @@ func (d *Driver) GetDoc(ctx context.Context, ns string, scope driver.Scope, id s
 	return doc, err == nil, err
 }
 
-func (d *Driver) writeDoc(ctx context.Context, ns string, scope driver.Scope, id, mode string, data []byte, now, expiresAt time.Time) ([]string, error) {
+func (d *Driver) writeDoc(ctx context.Context, ns string, scope driver.Scope, id, mode string, data []byte, maxSize int, now, expiresAt time.Time) ([]string, error) {
 	kv, err := dataArgs(data)
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{us(now), us(expiresAt), mode}, kv...)
+	args := append([]string{us(now), us(expiresAt), mode, limitArg(maxSize)}, kv...)
 	return d.run(ctx, docWriteScript, []string{d.docKey(ns, scope, id)}, args)
 }
 
 // PutDoc implements driver.Threads.
 func (d *Driver) PutDoc(ctx context.Context, ns string, scope driver.Scope, id string, data []byte, now, expiresAt time.Time) error {
-	_, err := d.writeDoc(ctx, ns, scope, id, "put", data, now, expiresAt)
+	_, err := d.writeDoc(ctx, ns, scope, id, "put", data, 0, now, expiresAt)
 	return err
 }
 
 // MergeDoc implements driver.Threads: an HSET of the patch's members inside
-// the script.
-func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, now, expiresAt time.Time) (driver.Doc, error) {
-	out, err := d.writeDoc(ctx, ns, scope, id, "merge", patch, now, expiresAt)
+// the script, once it has measured the result, as MergeConversationData.
+func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id string, patch []byte, maxSize int, now, expiresAt time.Time) (driver.Doc, error) {
+	out, err := d.writeDoc(ctx, ns, scope, id, "merge", patch, maxSize, now, expiresAt)
 	if err != nil {
 		return driver.Doc{}, err
 	}
-	if len(out) == 0 || out[0] != "1" {
+	if len(out) == 0 {
+		return driver.Doc{}, errCorrupt
+	}
+	if err := overLimit(out, limitArg(maxSize)); err != nil {
+		return driver.Doc{}, err
+	}
+	if out[0] != "1" {
 		return driver.Doc{}, errCorrupt
 	}
 	o, err := parseObject(out[1:])

@@ -148,6 +148,18 @@ type SetDataReq struct {
 	Data      json.RawMessage `json:"data"`
 }
 
+// MergeDataReq is a merge into a conversation's data. MaxSize, when
+// positive, is the most bytes the merged data may take as stored (compact
+// JSON): a merge whose result would be bigger is refused (413) and changes
+// nothing. The server's own limit applies whatever MaxSize says.
+type MergeDataReq struct {
+	Key       string          `json:"key"`
+	Now       time.Time       `json:"now,omitzero"`
+	ExpiresAt time.Time       `json:"expires_at,omitzero"`
+	Data      json.RawMessage `json:"data"`
+	MaxSize   int             `json:"max_size,omitempty"`
+}
+
 type SwapReq struct {
 	Key       string          `json:"key"`
 	Now       time.Time       `json:"now,omitzero"`
@@ -195,6 +207,17 @@ type PutDocReq struct {
 	Data      json.RawMessage `json:"data"`
 	Now       time.Time       `json:"now,omitzero"`
 	ExpiresAt time.Time       `json:"expires_at,omitzero"`
+}
+
+// MergeDocReq is a merge into a thread's or a channel's state, bounded by
+// MaxSize as MergeDataReq is.
+type MergeDocReq struct {
+	Scope     string          `json:"scope"`
+	ID        string          `json:"id"`
+	Data      json.RawMessage `json:"data"`
+	Now       time.Time       `json:"now,omitzero"`
+	ExpiresAt time.Time       `json:"expires_at,omitzero"`
+	MaxSize   int             `json:"max_size,omitempty"`
 }
 
 type ValueResp struct {
@@ -391,7 +414,7 @@ var Ops = []Op{
 	op[KeyNowReq, ItemResp]("conversations/get", "Look a conversation up."),
 	op[SetStateReq, ItemResp]("conversations/set-state", "Set a conversation's state (and flow), keeping its data."),
 	op[SetDataReq, ItemResp]("conversations/set-data", "Replace a conversation's data, keeping its state."),
-	op[SetDataReq, ItemResp]("conversations/merge-data", "Merge top-level keys into a conversation's data, atomically."),
+	op[MergeDataReq, ItemResp]("conversations/merge-data", "Merge top-level keys into a conversation's data, atomically; 413 when the result would be over the size limit."),
 	op[SwapReq, ItemResp]("conversations/swap", "Write a conversation if its version is the given one (0: absent), else 409."),
 	op[KeyReq, Empty]("conversations/delete", "Delete a conversation."),
 
@@ -401,7 +424,7 @@ var Ops = []Op{
 	op[ListSubscriptionsReq, ItemsResp]("threads/subscriptions", "List subscriptions after a thread id, in order."),
 	op[DocReq, ItemResp]("docs/get", "Look a thread's or channel's state up."),
 	op[PutDocReq, Empty]("docs/put", "Replace a thread's or channel's state."),
-	op[PutDocReq, ItemResp]("docs/merge", "Merge top-level keys into a thread's or channel's state, atomically."),
+	op[MergeDocReq, ItemResp]("docs/merge", "Merge top-level keys into a thread's or channel's state, atomically; 413 when the result would be over the size limit."),
 	op[DocReq, Empty]("docs/delete", "Delete a thread's or channel's state."),
 	op[KeyNowReq, ValueResp]("cache/get", "Get a cache value."),
 	op[CacheSetReq, BoolResp]("cache/set", "Set a cache value (only if absent, with only_if_absent); value reports a write."),
