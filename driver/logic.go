@@ -172,6 +172,24 @@ func EventBefore(a, b *Event) bool {
 	return a.Key < b.Key
 }
 
+// FirstEvents sorts evs in listing order (EventBefore) and keeps the first
+// limit of them (all when limit is 0).
+func FirstEvents(evs []Event, limit int) []Event {
+	slices.SortFunc(evs, func(a, b Event) int {
+		switch {
+		case EventBefore(&a, &b):
+			return -1
+		case EventBefore(&b, &a):
+			return 1
+		}
+		return 0
+	})
+	if limit > 0 && len(evs) > limit {
+		evs = evs[:limit]
+	}
+	return evs
+}
+
 // PruneLock applies the passage of time to a lock record: holders that
 // lapsed at or before now leave, and a lapsed holder's live Entry goes back
 // to the front of the queue (oldest first), since it was never finished;

@@ -1,6 +1,7 @@
 package statetest
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -374,20 +375,10 @@ func testConversationsMergeExactlyAtTheLimitIsAcceptedAndOneByteMoreIsRefused(e 
 // ErrTooLarge, and the stored data holds four members, within the limit.
 func testConversationsConcurrentMergesNeverGrowPastTheLimit(e *env) {
 	ctx, cv := ctxT(e.t), e.st.Conversations()
-	var won, refused atomic.Int32
-	race(concurrentMergers, func(i int) {
-		_, err := cv.UpdateData(ctx, "shared", concurrentMember(i))
-		switch {
-		case err == nil:
-			won.Add(1)
-		case botstateIs(err, botstate.ErrTooLarge):
-			refused.Add(1)
-		default:
-			e.t.Errorf("merge %d: %v", i, err)
-		}
+	raceMergesAtTheLimit(e, func(ctx context.Context, patch map[string]any) error {
+		_, err := cv.UpdateData(ctx, "shared", patch)
+		return err
 	})
-	eq(e.t, won.Load(), int32(concurrentFit), "merges that succeeded")
-	eq(e.t, refused.Load(), int32(concurrentMergers-concurrentFit), "merges refused as too large")
 	got, err := cv.Get(ctx, "shared")
 	ok(e.t, err, "get")
 	eq(e.t, len(got.Data), concurrentFit, "members stored")

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -170,3 +171,24 @@ func concurrentMember(i int) map[string]any {
 
 // concurrentFit is how many concurrentMembers fit in mergeLimit together.
 const concurrentFit = 4
+
+// raceMergesAtTheLimit runs concurrentMergers merges of one member each at
+// once through merge and requires exactly concurrentFit of them to succeed
+// and the others to be refused with ErrTooLarge.
+func raceMergesAtTheLimit(e *env, merge func(ctx context.Context, patch map[string]any) error) {
+	ctx := ctxT(e.t)
+	var won, refused atomic.Int32
+	race(concurrentMergers, func(i int) {
+		err := merge(ctx, concurrentMember(i))
+		switch {
+		case err == nil:
+			won.Add(1)
+		case botstateIs(err, botstate.ErrTooLarge):
+			refused.Add(1)
+		default:
+			e.t.Errorf("merge %d: %v", i, err)
+		}
+	})
+	eq(e.t, won.Load(), int32(concurrentFit), "merges that succeeded")
+	eq(e.t, refused.Load(), int32(concurrentMergers-concurrentFit), "merges refused as too large")
+}

@@ -1,6 +1,7 @@
 package statetest
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -324,20 +325,10 @@ func testThreadsStateMergeExactlyAtTheLimitIsAcceptedAndOneByteMoreIsRefused(e *
 // test of the same name for channel state.
 func testThreadsConcurrentStateMergesNeverGrowPastTheLimit(e *env) {
 	ctx, cs := ctxT(e.t), e.st.ChannelState()
-	var won, refused atomic.Int32
-	race(concurrentMergers, func(i int) {
-		_, err := cs.Merge(ctx, "C", concurrentMember(i), 0)
-		switch {
-		case err == nil:
-			won.Add(1)
-		case botstateIs(err, botstate.ErrTooLarge):
-			refused.Add(1)
-		default:
-			e.t.Errorf("merge %d: %v", i, err)
-		}
+	raceMergesAtTheLimit(e, func(ctx context.Context, patch map[string]any) error {
+		_, err := cs.Merge(ctx, "C", patch, 0)
+		return err
 	})
-	eq(e.t, won.Load(), int32(concurrentFit), "merges that succeeded")
-	eq(e.t, refused.Load(), int32(concurrentMergers-concurrentFit), "merges refused as too large")
 	got, _, err := cs.Get(ctx, "C")
 	ok(e.t, err, "get")
 	eq(e.t, len(got), concurrentFit, "members stored")

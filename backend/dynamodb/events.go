@@ -3,7 +3,6 @@ package dynamodb
 import (
 	"context"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -728,23 +727,7 @@ func (d *Driver) listEvents(ctx context.Context, op, ns string, now time.Time, l
 		}
 		out = append(out, evs...)
 	}
-	return firstEvents(out, limit), nil
-}
-
-func firstEvents(evs []driver.Event, limit int) []driver.Event {
-	slices.SortFunc(evs, func(a, b driver.Event) int {
-		switch {
-		case driver.EventBefore(&a, &b):
-			return -1
-		case driver.EventBefore(&b, &a):
-			return 1
-		}
-		return 0
-	})
-	if limit > 0 && len(evs) > limit {
-		evs = evs[:limit]
-	}
-	return evs
+	return driver.FirstEvents(out, limit), nil
 }
 
 // openEvents reads one index partition of unfinished events in creation

@@ -2,7 +2,6 @@ package mem
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -285,19 +284,7 @@ func (d *Driver) scanEvents(ns string, now time.Time, limit int, keep func(*driv
 		}
 		s.mu.Unlock()
 	}
-	slices.SortFunc(out, func(a, b driver.Event) int {
-		if driver.EventBefore(&a, &b) {
-			return -1
-		}
-		if driver.EventBefore(&b, &a) {
-			return 1
-		}
-		return 0
-	})
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out
+	return driver.FirstEvents(out, limit)
 }
 
 // ExpiredEvents implements driver.Events.

@@ -490,7 +490,9 @@ func BenchmarkClaimCluster(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer st.Close()
-			ev := st.Namespace(fmt.Sprintf("cbench-%d", time.Now().UnixNano())).Events()
+			ns := fmt.Sprintf("cbench-%d", time.Now().UnixNano())
+			ev := st.Namespace(ns).Events()
+			defer unlinkOnMasters(b, masters, "botstate:{"+ns+":*")
 			before := processed()
 			runParallel(b, "cluster/"+layout, 256, func(ctx context.Context, i int64) error {
 				_, err := ev.Claim(ctx, "k"+strconv.FormatInt(i, 10), payload, time.Minute)
@@ -507,5 +509,33 @@ func BenchmarkClaimCluster(b *testing.B) {
 				b.ReportMetric(float64(busiest)/float64(total), "busiest-share")
 			}
 		})
+	}
+}
+
+// unlinkOnMasters deletes the keys matching pattern on every master, one
+// UNLINK per key (a Cluster refuses several slots in one command).
+func unlinkOnMasters(b *testing.B, masters []rueidis.Client, pattern string) {
+	b.StopTimer()
+	ctx := context.Background()
+	for _, c := range masters {
+		var cursor uint64
+		for {
+			e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(pattern).Count(1000).Build()).AsScanEntry()
+			if err != nil {
+				b.Fatal(err)
+			}
+			cmds := make(rueidis.Commands, 0, len(e.Elements))
+			for _, k := range e.Elements {
+				cmds = append(cmds, c.B().Unlink().Key(k).Build())
+			}
+			for _, r := range c.DoMulti(ctx, cmds...) {
+				if err := r.Error(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if cursor = e.Cursor; cursor == 0 {
+				break
+			}
+		}
 	}
 }

@@ -304,16 +304,8 @@ func (d *Driver) scanList(ctx context.Context, ns string, now time.Time, limit i
 	}
 	var out []driver.Event
 	trim := func() {
-		slices.SortFunc(out, func(a, b driver.Event) int {
-			if driver.EventBefore(&a, &b) {
-				return -1
-			}
-			if driver.EventBefore(&b, &a) {
-				return 1
-			}
-			return 0
-		})
-		// SCAN may return a key twice: equal neighbours count once.
+		// SCAN may return a key twice: sorted, equal neighbours count once.
+		out = driver.FirstEvents(out, 0)
 		out = slices.CompactFunc(out, func(a, b driver.Event) bool { return a.Key == b.Key && a.CreatedAt.Equal(b.CreatedAt) })
 		if limit > 0 && len(out) > limit {
 			out = out[:limit]
