@@ -179,6 +179,9 @@ func (d *Driver) runEvent(ctx context.Context, s scriptRef, keys, args []string)
 
 // LookupEvent implements driver.Events with one GET.
 func (d *Driver) LookupEvent(ctx context.Context, ns, key string, now time.Time) (driver.Event, bool, error) {
+	if err := d.check(); err != nil {
+		return driver.Event{}, false, err
+	}
 	if d.scan {
 		raw, present, err := d.scanGet(ctx, d.scanKey(ns, key))
 		if err != nil {
@@ -189,9 +192,6 @@ func (d *Driver) LookupEvent(ctx context.Context, ns, key string, now time.Time)
 			return driver.Event{}, false, err
 		}
 		return e, true, nil
-	}
-	if err := d.check(); err != nil {
-		return driver.Event{}, false, err
 	}
 	v, err := d.do(ctx, d.client.B().Get().Key(d.eventKey(d.nsBase(ns, domEvents), key)).Build()).ToString()
 	if err != nil {
