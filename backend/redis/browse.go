@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/botstate/botstate/driver"
 )
 
@@ -69,29 +71,19 @@ func (d *Driver) Browse(ctx context.Context, ns string, kind driver.Kind, after 
 // order, the first limit keys (the part of a name after its tag and mark)
 // that sort after after.
 func (d *Driver) pageKeys(ctx context.Context, pattern, mark, after string, limit int) ([]string, error) {
-	nodes, err := d.masters(ctx)
-	if err != nil {
-		return nil, err
-	}
 	p := driver.NewPager(after, limit, func(k *string) string { return *k })
-	for _, c := range nodes {
-		var cursor uint64
-		for {
-			e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(pattern).Count(browseScanCount).Build()).AsScanEntry()
-			if err != nil {
-				return nil, d.fail(ctx, err)
-			}
-			for _, name := range e.Elements {
-				// prefix{ns:dom:hash}<mark><key>
-				_, rest, ok := strings.Cut(strings.TrimPrefix(name, d.prefix), "}"+mark)
-				if ok && p.Wants(rest) {
-					p.Add(rest) // a name SCAN returns twice counts once
-				}
-			}
-			if cursor = e.Cursor; cursor == 0 {
-				break
+	err := d.scanMasters(ctx, pattern, browseScanCount, func(_ rueidis.Client, names []string) error {
+		for _, name := range names {
+			// prefix{ns:dom:hash}<mark><key>
+			_, rest, ok := strings.Cut(strings.TrimPrefix(name, d.prefix), "}"+mark)
+			if ok && p.Wants(rest) {
+				p.Add(rest) // a name SCAN returns twice counts once
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return p.Page(), nil
 }

@@ -298,10 +298,6 @@ func (d *Driver) scanList(ctx context.Context, ns string, now time.Time, limit i
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	nodes, err := d.masters(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out []driver.Event
 	trim := func() {
 		// SCAN may return a key twice: sorted, equal neighbours count once.
@@ -311,42 +307,34 @@ func (d *Driver) scanList(ctx context.Context, ns string, now time.Time, limit i
 			out = out[:limit]
 		}
 	}
-	pattern := d.scanPattern(ns)
-	for _, c := range nodes {
-		var cursor uint64
-		for {
-			e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(pattern).Count(scanCount).Build()).AsScanEntry()
+	err := d.scanMasters(ctx, d.scanPattern(ns), scanCount, func(c rueidis.Client, names []string) error {
+		vals, err := d.scanValues(ctx, c, names)
+		if err != nil {
+			return err
+		}
+		for i, v := range vals {
+			if v == nil {
+				continue
+			}
+			pk, ok := d.parseKey(names[i])
+			if !ok || len(pk.rest) < 2 {
+				continue
+			}
+			ev, err := unpackEvent(pk.rest[2:], *v)
 			if err != nil {
-				return nil, d.fail(ctx, err)
+				return err
 			}
-			vals, err := d.scanValues(ctx, c, e.Elements)
-			if err != nil {
-				return nil, err
-			}
-			for i, v := range vals {
-				if v == nil {
-					continue
+			if driver.Live(ev.ExpiresAt, now) && keep(&ev) {
+				out = append(out, ev)
+				if limit > 0 && len(out) >= 2*limit {
+					trim()
 				}
-				pk, ok := d.parseKey(e.Elements[i])
-				if !ok || len(pk.rest) < 2 {
-					continue
-				}
-				ev, err := unpackEvent(pk.rest[2:], *v)
-				if err != nil {
-					return nil, err
-				}
-				if driver.Live(ev.ExpiresAt, now) && keep(&ev) {
-					out = append(out, ev)
-					if limit > 0 && len(out) >= 2*limit {
-						trim()
-					}
-				}
-			}
-			cursor = e.Cursor
-			if cursor == 0 {
-				break
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	trim()
 	return out, nil

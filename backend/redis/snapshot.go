@@ -72,6 +72,15 @@ func (d *Driver) Export(ctx context.Context, ns string, now time.Time, emit func
 		pattern += ns + ":"
 	}
 	pattern += "*"
+	return d.scanMasters(ctx, pattern, scanCount, func(_ rueidis.Client, names []string) error {
+		return d.exportKeys(ctx, ns, names, now, emit)
+	})
+}
+
+// scanMasters runs SCAN MATCH pattern COUNT count to the end on every
+// master and hands each step's names to fn with the node they are on. A
+// name can come twice (the keyspace may be rehashed meanwhile).
+func (d *Driver) scanMasters(ctx context.Context, pattern string, count int64, fn func(c rueidis.Client, names []string) error) error {
 	nodes, err := d.masters(ctx)
 	if err != nil {
 		return err
@@ -79,15 +88,14 @@ func (d *Driver) Export(ctx context.Context, ns string, now time.Time, emit func
 	for _, c := range nodes {
 		var cursor uint64
 		for {
-			e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(pattern).Count(scanCount).Build()).AsScanEntry()
+			e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(pattern).Count(count).Build()).AsScanEntry()
 			if err != nil {
 				return d.fail(ctx, err)
 			}
-			if err := d.exportKeys(ctx, ns, e.Elements, now, emit); err != nil {
+			if err := fn(c, e.Elements); err != nil {
 				return err
 			}
-			cursor = e.Cursor
-			if cursor == 0 {
+			if cursor = e.Cursor; cursor == 0 {
 				break
 			}
 		}
