@@ -31,7 +31,7 @@ import (
 // the inserts that passed it have returned, not inside each insert.
 
 var (
-	scSwapScript     = rueidis.NewLuaScript(lua("scSwap"))
+	scSwapScript     = rueidis.NewLuaScript(luaPack + luaLive + lua("evOwn") + lua("scSwap"))
 	scCompleteScript = rueidis.NewLuaScript(luaPack + luaLive + lua("evOwn") + lua("scComplete"))
 	scExtendScript   = rueidis.NewLuaScript(luaPack + luaLive + lua("evOwn") + lua("scExtend"))
 	scOrderScript    = rueidis.NewLuaScript(lua("scOrder"))
@@ -84,18 +84,15 @@ func (d *Driver) scanGet(ctx context.Context, k string) (string, bool, error) {
 	return v, true, nil
 }
 
-// scanSwap replaces old (raw, "" for none) under k with next (nil to
-// delete). It reports whether it did, and otherwise what is there now.
-func (d *Driver) scanSwap(ctx context.Context, k, old string, next *driver.Event) (bool, string, bool, error) {
-	v, ms := "", ""
-	if next != nil {
-		v, ms = packEvent(next), pxat(next.ExpiresAt)
-	}
-	n, cur, err := d.runEvent(ctx, scSwapScript, []string{k}, []string{old, v, ms})
+// scanSwap replaces old (raw, "" for none) under k with next. It reports
+// whether it did, and otherwise what is there now ("" for nothing: a
+// packed event is never empty).
+func (d *Driver) scanSwap(ctx context.Context, k, old string, next *driver.Event) (bool, string, error) {
+	n, cur, err := d.runEvent(ctx, scSwapScript, []string{k}, []string{old, packEvent(next), pxat(next.ExpiresAt)})
 	if err != nil {
-		return false, "", false, err
+		return false, "", err
 	}
-	return n == 1, cur, cur != "", nil
+	return n == 1, cur, nil
 }
 
 // scanEvent unpacks raw (present says whether there was a value) and
@@ -135,18 +132,14 @@ func (d *Driver) scanUpdate(ctx context.Context, ns, key string, now time.Time, 
 		if err != nil || !write {
 			return false, err
 		}
-		old := ""
-		if present {
-			old = raw
-		}
-		done, now2, there, err := d.scanSwap(ctx, k, old, &next)
+		done, cur2, err := d.scanSwap(ctx, k, raw, &next)
 		if err != nil {
 			return false, err
 		}
 		if done {
 			return !found, nil
 		}
-		raw, present = now2, there
+		raw, present = cur2, cur2 != ""
 	}
 }
 
@@ -178,7 +171,8 @@ func (d *Driver) scanClaim(ctx context.Context, ns string, r driver.ClaimRequest
 	if err := d.check(); err != nil {
 		return driver.ClaimReply{}, err
 	}
-	raw, present := "", false
+	var reply driver.ClaimReply
+	raw, present, inserted := "", false, false
 	if !r.Existing {
 		fresh := driver.Event{Key: r.Key, Status: driver.EventClaimed, Payload: r.Payload, Token: r.Token,
 			Attempts: 1, CreatedAt: r.Now, LeaseUntil: r.LeaseUntil, ExpiresAt: r.ExpiresAt}
@@ -188,25 +182,24 @@ func (d *Driver) scanClaim(ctx context.Context, ns string, r driver.ClaimRequest
 			return driver.ClaimReply{}, err
 		}
 		if !present {
-			if r.Limit > 0 {
-				if err := d.scanOrder(ctx, ns, r.EventWrite); err != nil {
-					return driver.ClaimReply{}, err
-				}
-			}
-			return driver.ClaimReply{Outcome: driver.ClaimAcquired,
-				Event: driver.Event{Key: r.Key, Status: driver.EventClaimed, Attempts: 1}}, nil
+			// Stored as new: the portable layer reads only Attempts back.
+			inserted = true
+			reply = driver.ClaimReply{Outcome: driver.ClaimAcquired,
+				Event: driver.Event{Key: r.Key, Status: driver.EventClaimed, Attempts: 1}}
 		}
 	}
-	var reply driver.ClaimReply
-	inserted, err := d.scanUpdate(ctx, ns, r.Key, r.Now, raw, present, func(cur driver.Event, found bool) (driver.Event, bool, error) {
-		var next driver.Event
-		var write bool
+	if !inserted {
 		var err error
-		reply, next, write, err = driver.ApplyClaim(cur, found, r)
-		return next, write, err
-	})
-	if err != nil {
-		return driver.ClaimReply{}, err
+		inserted, err = d.scanUpdate(ctx, ns, r.Key, r.Now, raw, present, func(cur driver.Event, found bool) (driver.Event, bool, error) {
+			var next driver.Event
+			var write bool
+			var err error
+			reply, next, write, err = driver.ApplyClaim(cur, found, r)
+			return next, write, err
+		})
+		if err != nil {
+			return driver.ClaimReply{}, err
+		}
 	}
 	if inserted && r.Limit > 0 {
 		if err := d.scanOrder(ctx, ns, r.EventWrite); err != nil {

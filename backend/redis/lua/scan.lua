@@ -5,21 +5,15 @@
 
 --- fragment: scSwap
 -- Compare and set: ARGV [1] the value expected ("" for none), [2] the value
--- to store ("" to delete), [3] its PXAT in ms ("" for never). Reply {1}
--- done, or {0, value} / {0} with what is there instead.
+-- to store, [3] its PXAT in ms ("" for never). Reply {1} done, or
+-- {0, value} / {0} with what is there instead.
 
 local cur = redis.call('GET', KEYS[1])
 if (cur or '') ~= ARGV[1] then
   if cur then return {0, cur} end
   return {0}
 end
-if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1])
-elseif ARGV[3] == '' then
-  redis.call('SET', KEYS[1], ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
-end
+ev_store(KEYS[1], ARGV[2], ARGV[3])
 return {1}
 
 
