@@ -95,6 +95,20 @@ func quotedSize(s string) int {
 	return n
 }
 
+// MergeWithin is MergeObjects whose result may take at most maxSize bytes
+// (DataSize; zero: no limit): a bigger result is refused with
+// CheckMergedSize's error.
+func MergeWithin(base, patch []byte, maxSize int) ([]byte, error) {
+	merged, err := MergeObjects(base, patch)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckMergedSize(DataSize(merged), maxSize); err != nil {
+		return nil, err
+	}
+	return merged, nil
+}
+
 // CheckMergedSize returns nil when merged data of size bytes (DataSize)
 // fits in maxSize, and otherwise the ErrTooLarge a merge over the limit
 // answers. A maxSize of zero is no limit.

@@ -395,10 +395,7 @@ func (d *Driver) convRewrite(ctx context.Context, op, ns string, w driver.Conver
 				next = c
 			}
 		}
-		if next.Data, err = driver.MergeObjects(next.Data, patch); err != nil {
-			return driver.Conversation{}, err
-		}
-		if err := driver.CheckMergedSize(driver.DataSize(next.Data), maxSize); err != nil {
+		if next.Data, err = driver.MergeWithin(next.Data, patch, maxSize); err != nil {
 			return driver.Conversation{}, err
 		}
 		next.Version++
@@ -632,11 +629,8 @@ func (d *Driver) docRewrite(ctx context.Context, ns string, scope driver.Scope, 
 			base = cur.Data
 		}
 	}
-	merged, err := driver.MergeObjects(base, patch)
+	merged, err := driver.MergeWithin(base, patch, maxSize)
 	if err != nil {
-		return driver.Doc{}, false, err
-	}
-	if err := driver.CheckMergedSize(driver.DataSize(merged), maxSize); err != nil {
 		return driver.Doc{}, false, err
 	}
 	doc := driver.Doc{ID: id, Data: merged, UpdatedAt: now, ExpiresAt: expiresAt}

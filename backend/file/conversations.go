@@ -120,15 +120,9 @@ func (d *Driver) SetConversationData(ctx context.Context, ns string, w driver.Co
 // size check inside the write transaction.
 func (d *Driver) MergeConversationData(ctx context.Context, ns string, w driver.ConversationWrite, patch []byte, maxSize int) (driver.Conversation, error) {
 	return d.writeConv(ctx, ns, w, func(c *driver.Conversation, _ bool) error {
-		merged, err := driver.MergeObjects(c.Data, patch)
-		if err != nil {
-			return err
-		}
-		if err := driver.CheckMergedSize(driver.DataSize(merged), maxSize); err != nil {
-			return err
-		}
+		merged, err := driver.MergeWithin(c.Data, patch, maxSize)
 		c.Data = merged
-		return nil
+		return err
 	})
 }
 

@@ -181,10 +181,7 @@ func (d *Driver) MergeDoc(ctx context.Context, ns string, scope driver.Scope, id
 		if err != nil {
 			return err
 		}
-		merged, err := driver.MergeObjects(cur.Data, patch)
-		if err == nil {
-			err = driver.CheckMergedSize(driver.DataSize(merged), maxSize)
-		}
+		merged, err := driver.MergeWithin(cur.Data, patch, maxSize)
 		if err != nil {
 			outcome = err
 			return nil

@@ -86,15 +86,9 @@ func (d *Driver) SetConversationData(_ context.Context, ns string, w driver.Conv
 // size check under the shard lock.
 func (d *Driver) MergeConversationData(_ context.Context, ns string, w driver.ConversationWrite, patch []byte, maxSize int) (driver.Conversation, error) {
 	return d.writeConv(ns, w, func(c *driver.Conversation, _ bool) error {
-		merged, err := driver.MergeObjects(c.Data, patch)
-		if err != nil {
-			return err
-		}
-		if err := driver.CheckMergedSize(driver.DataSize(merged), maxSize); err != nil {
-			return err
-		}
+		merged, err := driver.MergeWithin(c.Data, patch, maxSize)
 		c.Data = merged
-		return nil
+		return err
 	})
 }
 
@@ -238,11 +232,8 @@ func (d *Driver) MergeDoc(_ context.Context, ns string, scope driver.Scope, id s
 	if cur, ok := liveDoc(s, scope, k, now); ok {
 		base = cur.Data
 	}
-	merged, err := driver.MergeObjects(base, patch)
+	merged, err := driver.MergeWithin(base, patch, maxSize)
 	if err != nil {
-		return driver.Doc{}, err
-	}
-	if err := driver.CheckMergedSize(driver.DataSize(merged), maxSize); err != nil {
 		return driver.Doc{}, err
 	}
 	v := &driver.Doc{ID: id, Data: merged, UpdatedAt: now, ExpiresAt: expiresAt}
